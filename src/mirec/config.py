@@ -1,0 +1,183 @@
+"""Typed, frozen configuration: defaults in code, then YAML, then ``a.b=c`` overrides.
+
+Unknown keys are errors that name the key. The resolved config is dumped with every run and
+into every bundle (``TrainConfig.model_dump()``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mirec.errors import ConfigError
+from mirec.schema import DEFAULT_MAX_LEN
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DataConfig(_Frozen):
+    """How events become training and evaluation examples."""
+
+    protocol: Literal["A", "B"] = "B"  # A: ComiRec user split; B: leave-one-out
+    max_len: int = Field(DEFAULT_MAX_LEN, ge=1)
+    split_seed: int = 1230  # protocol A: seeded hash of the user id
+    valid_fraction: float = Field(0.1, gt=0, lt=0.5)  # protocol A
+    test_fraction: float = Field(0.1, gt=0, lt=0.5)  # protocol A
+    history_fraction: float = Field(0.8, gt=0, lt=1)  # protocol A: share of events that is history
+    max_bad_fraction: float = Field(0.01, ge=0, le=1)  # load fails above this share of bad rows
+
+
+class ModelConfig(_Frozen):
+    """Tower architecture."""
+
+    name: Literal["sasrec", "comirec_sa", "comirec_dr", "mind"] = "sasrec"
+    dim: int = Field(64, ge=1)
+    num_interests: int = Field(4, ge=1)  # forced to 1 for sasrec
+    num_layers: int = Field(2, ge=0)
+    num_heads: int = Field(2, ge=1)
+    ffn_dim: int = Field(256, ge=1)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    routing_iters: int = Field(3, ge=1)
+    use_attributes: bool = False  # item tower adds mean-pooled attribute embeddings
+
+    @property
+    def interests(self) -> int:
+        """K, the number of interest vectors the user tower returns."""
+        return 1 if self.name == "sasrec" else self.num_interests
+
+
+class LossConfig(_Frozen):
+    """Training objective."""
+
+    kind: Literal["full_softmax", "sampled_softmax"] = "full_softmax"
+    sampler: Literal["uniform", "popularity", "log_uniform", "in_batch"] = "popularity"
+    num_negatives: int | None = Field(None, ge=1)  # default 10 x batch size (ComiRec)
+    logq_correction: bool = True
+    remove_accidental_hits: bool = True
+    readout: Literal["max", "target_aware"] = "max"
+    temperature: float = Field(1.0, gt=0)
+
+
+class OptimConfig(_Frozen):
+    """Optimiser and schedule."""
+
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(256, ge=1)
+    max_epochs: int = Field(50, ge=1)
+    patience: int = Field(5, ge=1)  # epochs without validation improvement
+    max_minutes: float | None = Field(None, gt=0)  # wall-clock budget for training
+    grad_clip: float | None = Field(5.0, gt=0)
+    num_threads: int | None = Field(None, ge=1)
+
+
+class EvalConfig(_Frozen):
+    """Full-ranking evaluation."""
+
+    ks: tuple[int, ...] = (5, 10, 20, 50)
+    metric: str = "ndcg@10"  # validation metric for early stopping and model selection
+    ndcg_variant: Literal["standard", "comirec"] = "standard"
+    history_score: Literal["-inf", "zero"] = "-inf"  # zero = ICLRec/ELCRec reference code
+    batch_size: int = Field(512, ge=1)
+
+
+class IndexConfig(_Frozen):
+    """faiss index choice for serving."""
+
+    kind: Literal["auto", "flat", "hnsw", "ivf"] = "auto"
+    exact_below: int = Field(100_000, ge=1)
+    hnsw_m: int = Field(32, ge=4)
+    hnsw_ef_search: int = Field(64, ge=1)
+    ivf_nlist: int | None = Field(None, ge=1)
+    ivf_nprobe: int = Field(16, ge=1)
+    min_recall: float = Field(0.95, ge=0, le=1)
+    recall_k: int = Field(50, ge=1)
+
+
+class TrainConfig(_Frozen):
+    """Everything one training run needs."""
+
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    optim: OptimConfig = OptimConfig()
+    eval: EvalConfig = EvalConfig()
+    index: IndexConfig = IndexConfig()
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.eval.metric.split("@")[0] not in {"hr", "recall", "ndcg"}:
+            raise ValueError(f"eval.metric must be hr@K, recall@K or ndcg@K, got {self.eval.metric!r}")
+        return self
+
+    @property
+    def num_negatives(self) -> int:
+        """Negatives per batch for sampled softmax (default 10 x batch size)."""
+        return self.loss.num_negatives or 10 * self.optim.batch_size
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form a.b=value")
+    key, raw = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def _check_keys(tree: dict[str, Any], model: type[BaseModel], prefix: str = "") -> None:
+    for key, value in tree.items():
+        field = model.model_fields.get(key)
+        if field is None:
+            raise ConfigError(f"unknown config key {prefix + key!r}")
+        sub = field.annotation
+        if isinstance(value, dict) and isinstance(sub, type) and issubclass(sub, BaseModel):
+            _check_keys(value, sub, prefix + key + ".")
+
+
+def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Load a config: code defaults, then the YAML file, then ``a.b=c`` overrides.
+
+    Args:
+        path: a YAML file, or None for the defaults.
+        overrides: ``section.key=value`` strings; values are parsed as YAML scalars.
+
+    Returns:
+        The resolved, frozen config.
+
+    Raises:
+        ConfigError: unknown key, unreadable file or invalid value, with the key named.
+    """
+    tree: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config {path} must be a mapping at the top level")
+        tree = loaded
+    for text in overrides:
+        keys, value = _parse_override(text)
+        node = tree
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: {key!r} is not a section")
+        node[keys[-1]] = value
+    return from_dict(tree)
+
+
+def from_dict(tree: dict[str, Any]) -> TrainConfig:
+    """Validate a (possibly partial) config tree, naming the first bad key."""
+    _check_keys(tree, TrainConfig)
+    try:
+        return TrainConfig.model_validate(tree)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"config key {key!r}: {first['msg']}") from exc
