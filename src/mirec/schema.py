@@ -59,3 +59,12 @@ ITEM_FEATURES_FV: Final = "item_features"
 USER_TOWER_FS: Final = "user_tower_v1"
 ITEM_TOWER_FS: Final = "item_tower_v1"
 ITEM_POPULARITY: Final = "popularity"
+
+# --- data quality (mirec.data.quality; mirrored by the Spark / GX validation) ---------------
+SOURCE_LINE: Final = "source_line"  # 1-based line (or row) of a quarantined row in its source
+MIN_EVENT_TS: Final = datetime(1990, 1, 1, tzinfo=UTC)  # earlier events are "before_epoch"
+
+# --- feature pipeline (mirec.features) ------------------------------------------------------
+NUM_EVENTS: Final = "num_events"  # behaviour events before the snapshot (untruncated count)
+FEATURE_DATA_DIR: Final = "data"  # Spark outputs inside a rendered Feast repo, one folder a table
+TRAINING_EXAMPLES: Final = "training_examples"  # folder prefix of the protocol A / B examples
