@@ -99,6 +99,14 @@ class IndexConfig(_Frozen):
     recall_k: int = Field(50, ge=1)
 
 
+class GateConfig(_Frozen):
+    """Deploy gate: absolute thresholds and the allowed regression against production."""
+
+    metric: str = "recall@20"  # the one metric key the gate compares
+    min_value: float = Field(0.0, ge=0)  # absolute threshold on the metric
+    max_regression: float = Field(0.01, ge=0)  # allowed absolute drop below production
+
+
 class TrainConfig(_Frozen):
     """Everything one training run needs."""
 
@@ -108,12 +116,15 @@ class TrainConfig(_Frozen):
     optim: OptimConfig = OptimConfig()
     eval: EvalConfig = EvalConfig()
     index: IndexConfig = IndexConfig()
+    gate: GateConfig = GateConfig()
     seed: int = 0
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
         if self.eval.metric.split("@")[0] not in {"hr", "recall", "ndcg"}:
-            raise ValueError(f"eval.metric must be hr@K, recall@K or ndcg@K, got {self.eval.metric!r}")
+            raise ValueError(
+                f"eval.metric must be hr@K, recall@K or ndcg@K, got {self.eval.metric!r}"
+            )
         return self
 
     @property
@@ -139,7 +150,9 @@ def _check_keys(tree: dict[str, Any], model: type[BaseModel], prefix: str = "") 
             _check_keys(value, sub, prefix + key + ".")
 
 
-def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+def load(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> TrainConfig:
     """Load a config: code defaults, then the YAML file, then ``a.b=c`` overrides.
 
     Args:

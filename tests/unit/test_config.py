@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from mirec.config import TrainConfig, from_dict, load
 from mirec.errors import ConfigError
@@ -11,7 +12,7 @@ from mirec.errors import ConfigError
 def test_defaults_are_frozen() -> None:
     cfg = load()
     assert cfg == TrainConfig()
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         cfg.seed = 3  # type: ignore[misc]
 
 

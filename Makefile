@@ -1,0 +1,57 @@
+# mirec — the commands people type. `make help` lists them.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SHARED_DATA ?= ../shared/data
+export PYTHONUNBUFFERED := 1
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-fast lint fmt bench-quality bench-features bench-index lock clean
+
+help: ## list the commands
+	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z_-]+:.*##/ {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the pinned stack (torch first)
+
+run: $(STAMP) ## the main job: retraining pipeline end to end on generated demo data
+	$(VENV)/bin/mirec pipeline demo
+
+test: $(STAMP) ## unit + integration tests (real Spark, Feast, Redis, PostgreSQL, kfp.local, bentoml)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP) ## unit tests only: the inner loop while editing
+	$(PY) -m pytest -q -m "not integration"
+
+lint: $(STAMP) ## ruff check + format check, mypy, import contract
+	$(VENV)/bin/ruff check src tests components pipelines benchmarks feature_repo
+	$(VENV)/bin/ruff format --check src tests components pipelines benchmarks feature_repo
+	$(VENV)/bin/mypy src/mirec
+	$(VENV)/bin/lint-imports
+
+fmt: $(STAMP) ## format the code
+	$(VENV)/bin/ruff format src tests components pipelines benchmarks feature_repo
+	$(VENV)/bin/ruff check --fix src tests components pipelines benchmarks feature_repo
+
+bench-quality: $(STAMP) ## baselines and floors on Beauty (protocol B) and ml-100k (protocol A)
+	$(PY) benchmarks/bench_quality.py --data-root $(SHARED_DATA)
+
+bench-features: $(STAMP) ## Spark feature build scaling, Feast lookup latency, validation overhead
+	$(PY) benchmarks/bench_features.py
+
+bench-index: $(STAMP) ## faiss index build / latency / recall at 1e5 and 1e6 items
+	$(PY) benchmarks/bench_index.py
+
+lock: $(STAMP) ## refresh requirements.lock from the installed environment
+	$(PY) -m pip freeze --exclude-editable | grep -v '^-e' > requirements.lock
+
+clean: ## remove build outputs and local runs (keeps .venv)
+	rm -rf build dist runs local_outputs .mirec .pytest_cache .mypy_cache .ruff_cache

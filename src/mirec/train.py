@@ -1,0 +1,414 @@
+"""train(cfg, dataset, out_dir) -> TrainResult: seeded, early-stopped, checkpointed, resumable.
+
+The loop trains one TwoTower with the configured loss, evaluates full ranking on the validation
+users after every epoch, keeps the best epoch, and writes a model bundle, a per-epoch metrics log
+(``metrics.jsonl``) and a training curve (``training_curve.png``). With ``num_workers > 1`` it runs
+under ``torchrun`` with DistributedDataParallel (gloo on CPU, nccl on GPUs): every rank draws the
+same global batch and takes its share of the rows; rank 0 alone evaluates, logs and checkpoints.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import random
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from mirec.bundle import ModelBundle
+from mirec.config import EvalConfig, TrainConfig
+from mirec.data.attributes import attribute_matrix
+from mirec.data.batches import SeqBatch, num_train_rows, train_batches
+from mirec.data.events import Dataset
+from mirec.data.samplers import NegativeSampler, build_sampler
+from mirec.data.splits import Split, make_split
+from mirec.data.vocab import Vocabulary
+from mirec.evaluate import evaluate_scorer
+from mirec.losses import compute_loss
+from mirec.models import build_model
+from mirec.models.two_tower import TwoTower
+from mirec.schema import EVENT_TS, ITEM_ID, SEQ_POS, USER_ID
+
+log = logging.getLogger(__name__)
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run produced."""
+
+    bundle_dir: Path
+    metrics: dict[str, float]  # "valid/<m>" at the best epoch, "test/<m>", "test_ref/<m>"
+    history: list[dict[str, float]]
+    best_epoch: int
+    train_seconds: float
+    examples_per_second: float
+    peak_rss_mb: float
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Vocabulary, split and item attributes derived from a dataset for one config."""
+
+    vocab: Vocabulary
+    split: Split
+    item_attributes: np.ndarray | None
+    data_fingerprint: str
+
+
+def data_fingerprint(events: pd.DataFrame) -> str:
+    """A stable hash of the event log's content (ids, timestamps, positions)."""
+    cols = [USER_ID, ITEM_ID, EVENT_TS, SEQ_POS]
+    hashed = pd.util.hash_pandas_object(events[cols].reset_index(drop=True), index=False)
+    return hashlib.sha256(hashed.to_numpy().tobytes()).hexdigest()[:16]
+
+
+def prepare(cfg: TrainConfig, dataset: Dataset, vocab: Vocabulary | None = None) -> Prepared:
+    """Extend (or build) the vocabulary and make the split for ``cfg.data.protocol``."""
+    ids = pd.concat([dataset.events[ITEM_ID], dataset.items[ITEM_ID]]).astype(str).unique()
+    vocab = Vocabulary.build(ids) if vocab is None else vocab.extend(ids)
+    split = make_split(dataset, vocab, cfg.data)
+    attrs = attribute_matrix(dataset.items, vocab) if cfg.model.use_attributes else None
+    return Prepared(vocab, split, attrs, data_fingerprint(dataset.events))
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class _LossModule(nn.Module):
+    """Wraps model + loss in one forward() so DistributedDataParallel can hook it."""
+
+    def __init__(self, model: TwoTower, cfg: TrainConfig, sampler: NegativeSampler | None) -> None:
+        super().__init__()
+        self.model, self.cfg, self.sampler = model, cfg, sampler
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+
+    def forward(self, batch: SeqBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        out = compute_loss(
+            self.model, batch, self.cfg.loss, self.sampler, self.generator, self.cfg.num_negatives
+        )
+        return out.total, out.parts
+
+
+def shard_batch(batch: SeqBatch, rank: int, world: int) -> SeqBatch:
+    """Rows rank, rank+world, ... of a global batch."""
+    if world == 1:
+        return batch
+    pick = slice(rank, None, world)
+    return SeqBatch(
+        batch.hist_item_ids[pick],
+        batch.hist_len[pick],
+        batch.target_item_ids[pick],
+        None if batch.pos_targets is None else batch.pos_targets[pick],
+        None if batch.user_idx is None else batch.user_idx[pick],
+    )
+
+
+@dataclass
+class _State:
+    epoch: int = 0
+    best_value: float = -1.0
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    elapsed: float = 0.0
+    examples: int = 0
+    history: list[dict[str, float]] | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+
+
+def _save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, st: _State) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "optim": opt.state_dict(), "state": st.__dict__}, tmp)
+    tmp.replace(path)
+
+
+def _load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer) -> _State:
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optim"])
+    log.info("resumed from %s at epoch %d", path, ckpt["state"]["epoch"])
+    return _State(**ckpt["state"])
+
+
+def _validate(model: TwoTower, split: Split, cfg: EvalConfig) -> dict[str, float]:
+    return evaluate_scorer(model, split.valid, cfg, split.max_len)
+
+
+def _run_epoch(
+    module: nn.Module,
+    opt: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    split: Split,
+    causal: bool,
+    epoch: int,
+    rank: int,
+    world: int,
+    progress: bool,
+) -> tuple[float, int]:
+    module.train()
+    mode = "sequence" if causal else "prefix"
+    rng = np.random.default_rng([cfg.seed, epoch])
+    total = num_train_rows(split.train, mode)
+    batches = train_batches(
+        split.train, cfg.optim.batch_size, split.max_len, mode=mode, generator=rng
+    )
+    bar = tqdm(
+        total=total,
+        desc=f"epoch {epoch}",
+        unit="ex",
+        disable=not progress or rank != 0,
+        leave=False,
+    )
+    losses, seen = [], 0
+    for batch in batches:
+        local = shard_batch(batch, rank, world)
+        loss, _ = module(local)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.optim.grad_clip:
+            nn.utils.clip_grad_norm_(module.parameters(), cfg.optim.grad_clip)
+        opt.step()
+        losses.append(float(loss.detach()))
+        seen += len(batch.hist_len)
+        bar.update(len(batch.hist_len))
+    bar.close()
+    return float(np.mean(losses)) if losses else float("nan"), seen
+
+
+def train(
+    cfg: TrainConfig,
+    dataset: Dataset,
+    out_dir: str | Path,
+    *,
+    vocab: Vocabulary | None = None,
+    resume: bool = False,
+    num_workers: int = 1,
+    progress: bool = True,
+) -> TrainResult:
+    """Train one model and write its bundle under ``out_dir/bundle``.
+
+    Args:
+        cfg: resolved config.
+        dataset: canonical events, item catalog and user profiles.
+        out_dir: run directory (checkpoint, metrics log, curve, bundle).
+        vocab: the previous model's vocabulary to extend (append-only), or None.
+        resume: continue from ``out_dir/checkpoint.pt`` when it exists.
+        num_workers: > 1 runs DistributedDataParallel under torchrun with that many processes.
+        progress: show progress bars.
+    """
+    if num_workers > 1:
+        from mirec.train_ddp import launch
+
+        return launch(cfg, dataset, Path(out_dir), vocab=vocab, resume=resume, nproc=num_workers)
+    return train_worker(
+        cfg, prepare(cfg, dataset, vocab), Path(out_dir), resume=resume, progress=progress
+    )
+
+
+def train_worker(
+    cfg: TrainConfig,
+    prep: Prepared,
+    out: Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    rank: int = 0,
+    world: int = 1,
+) -> TrainResult:
+    """The training loop of one process (rank ``rank`` of ``world``)."""
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.optim.num_threads:
+        torch.set_num_threads(cfg.optim.num_threads)
+    seed_everything(cfg.seed)
+    split = prep.split
+    model = build_model(cfg.model, prep.vocab.size, _attrs(prep.item_attributes), cfg.data.max_len)
+    sampler = (
+        build_sampler(cfg.loss.sampler, split.item_counts)
+        if cfg.loss.kind == "sampled_softmax"
+        else None
+    )
+    module: nn.Module = _LossModule(model, cfg, sampler)
+    if world > 1:
+        module = nn.parallel.DistributedDataParallel(module, find_unused_parameters=True)
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay
+    )
+    ckpt = out / CHECKPOINT
+    st = _load_checkpoint(ckpt, model, opt) if resume and ckpt.exists() else _State(history=[])
+    log.info(
+        "training %s on %d items, %d training users (%s protocol %s)",
+        cfg.model.name,
+        prep.vocab.size,
+        len(split.train.sequences),
+        cfg.loss.kind,
+        cfg.data.protocol,
+    )
+    while st.epoch < cfg.optim.max_epochs:
+        started = time.perf_counter()
+        loss, seen = _run_epoch(
+            module, opt, cfg, split, model.causal, st.epoch, rank, world, progress
+        )
+        st.elapsed += time.perf_counter() - started
+        st.examples += seen
+        stop = _end_of_epoch(cfg, model, opt, split, st, loss, out, rank)
+        if world > 1:
+            stop = _broadcast_flag(stop)
+        if stop:
+            break
+    return _finish(cfg, prep, model, st, out, rank)
+
+
+def _end_of_epoch(
+    cfg: TrainConfig,
+    model: TwoTower,
+    opt: torch.optim.Optimizer,
+    split: Split,
+    st: _State,
+    loss: float,
+    out: Path,
+    rank: int,
+) -> bool:
+    """Validate, log, keep the best state, checkpoint; returns True when training should stop."""
+    if rank != 0:
+        st.epoch += 1
+        return False
+    valid = _validate(model, split, cfg.eval)
+    value = valid[cfg.eval.metric]
+    row = {
+        "epoch": st.epoch,
+        "train_loss": loss,
+        "seconds": st.elapsed,
+        **{f"valid/{k}": v for k, v in valid.items()},
+    }
+    assert st.history is not None
+    st.history.append(row)
+    if value > st.best_value:
+        st.best_value, st.best_epoch, st.bad_epochs = value, st.epoch, 0
+        st.best_state = copy.deepcopy(model.state_dict())
+    else:
+        st.bad_epochs += 1
+    log.info(
+        "epoch %d loss %.4f valid %s %.4f (best %.4f @ %d)",
+        st.epoch,
+        loss,
+        cfg.eval.metric,
+        value,
+        st.best_value,
+        st.best_epoch,
+    )
+    with (out / "metrics.jsonl").open("a") as fh:
+        fh.write(json.dumps(row) + "\n")
+    st.epoch += 1
+    _save_checkpoint(out / CHECKPOINT, model, opt, st)
+    out_of_time = cfg.optim.max_minutes is not None and st.elapsed > 60 * cfg.optim.max_minutes
+    if out_of_time:
+        log.info("stopping: training budget of %.1f minutes used", cfg.optim.max_minutes)
+    return st.bad_epochs >= cfg.optim.patience or out_of_time
+
+
+def _broadcast_flag(flag: bool) -> bool:
+    import torch.distributed as dist
+
+    t = torch.tensor([1 if flag else 0])
+    dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
+def _finish(
+    cfg: TrainConfig, prep: Prepared, model: TwoTower, st: _State, out: Path, rank: int
+) -> TrainResult:
+    if st.best_state is not None:
+        model.load_state_dict(st.best_state)
+    model.eval()
+    metrics: dict[str, float] = {}
+    if rank == 0:
+        best = next((h for h in st.history or [] if h["epoch"] == st.best_epoch), {})
+        metrics = {k: float(v) for k, v in best.items() if k.startswith("valid/")}
+        split = prep.split
+        test = evaluate_scorer(model, split.test, cfg.eval, split.max_len)
+        ref_cfg = cfg.eval.model_copy(update={"history_score": "zero"})
+        ref = evaluate_scorer(model, split.test, ref_cfg, split.max_len)
+        metrics.update({f"test/{k}": v for k, v in test.items()})
+        metrics.update({f"test_ref/{k}": v for k, v in ref.items()})
+    result = TrainResult(
+        bundle_dir=out / "bundle",
+        metrics=metrics,
+        history=list(st.history or []),
+        best_epoch=st.best_epoch,
+        train_seconds=st.elapsed,
+        examples_per_second=st.examples / st.elapsed if st.elapsed else 0.0,
+        peak_rss_mb=peak_rss_mb(),
+    )
+    if rank == 0:
+        bundle = ModelBundle(
+            model,
+            cfg,
+            prep.vocab,
+            prep.item_attributes,
+            metrics,
+            prep.data_fingerprint,
+            extra={"best_epoch": st.best_epoch},
+        )
+        bundle.save(result.bundle_dir)
+        plot_training_curve(result.history, cfg.eval.metric, out / "training_curve.png")
+        write_result(result, out / "result.json")
+    return result
+
+
+def write_result(result: TrainResult, path: Path) -> None:
+    """Persist a TrainResult as JSON (read back by the DDP launcher and the CLI)."""
+    payload: dict[str, Any] = {**result.__dict__, "bundle_dir": str(result.bundle_dir)}
+    path.write_text(json.dumps(payload, indent=2))
+
+
+def read_result(path: Path) -> TrainResult:
+    """Load a TrainResult written by ``write_result``."""
+    payload = json.loads(path.read_text())
+    payload["bundle_dir"] = Path(payload["bundle_dir"])
+    return TrainResult(**payload)
+
+
+def plot_training_curve(history: list[dict[str, float]], metric: str, path: Path) -> None:
+    """Training loss and validation metric per epoch as a PNG."""
+    if not history:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, ax1 = plt.subplots(figsize=(6, 3.5))
+    ax1.plot(epochs, [h["train_loss"] for h in history], color="tab:blue", label="train loss")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("train loss", color="tab:blue")
+    ax2 = ax1.twinx()
+    ax2.plot(epochs, [h[f"valid/{metric}"] for h in history], color="tab:orange", marker="o")
+    ax2.set_ylabel(f"valid {metric}", color="tab:orange")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _attrs(attrs: np.ndarray | None) -> torch.Tensor | None:
+    return None if attrs is None else torch.from_numpy(attrs)

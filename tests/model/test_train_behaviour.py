@@ -1,0 +1,137 @@
+"""Behavioural tests on small trained models: planted interests, bundle round trip, resume."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mirec.bundle import ITEM_VECS_FILE, MANIFEST, MODEL_FILE, ModelBundle
+from mirec.config import load
+from mirec.data.batches import SeqBatch, pad_left
+from mirec.data.synthetic import generate
+from mirec.errors import BundleMismatchError
+from mirec.evaluate import evaluate_scorer
+from mirec.models.baselines import Popularity
+from mirec.train import TrainResult, prepare, train
+
+OVERRIDES = [
+    "model.name=comirec_sa",
+    "model.dim=32",
+    "model.num_interests=4",
+    "model.dropout=0.0",
+    "loss.kind=full_softmax",
+    "optim.lr=0.005",
+    "optim.batch_size=256",
+    "optim.max_epochs=4",
+    "optim.patience=3",
+    "optim.num_threads=2",
+    "eval.metric=recall@20",
+]
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return generate(
+        num_users=800, num_items=300, num_clusters=8, interests_per_user=(2, 3), mean_len=20, seed=3
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(planted, tmp_path_factory) -> tuple[TrainResult, Path]:
+    out = tmp_path_factory.mktemp("run")
+    cfg = load(None, OVERRIDES)
+    return train(cfg, planted, out, progress=False), out
+
+
+def test_beats_popularity_by_far(planted, trained) -> None:
+    result, _ = trained
+    cfg = load(None, OVERRIDES)
+    split = prepare(cfg, planted).split
+    pop = evaluate_scorer(Popularity(split.item_counts), split.test, cfg.eval, split.max_len)
+    assert result.metrics["test/recall@20"] > 2 * pop["recall@20"]
+    assert result.metrics["test/recall@20"] > 0.15
+
+
+def test_interests_point_at_different_planted_clusters(planted, trained) -> None:
+    result, _ = trained
+    bundle = ModelBundle.load(result.bundle_dir)
+    item_cluster = planted.planted["item_cluster"]
+    users = [u for u, cs in planted.planted["user_clusters"].items() if len(cs) >= 2][:200]
+    seqs = planted.events.groupby("user_id")["item_id"].apply(list)
+    hist = pad_left([bundle.vocab.encode(seqs[u]) for u in users], 50)
+    batch = SeqBatch(hist, (hist != 0).sum(1), torch.zeros(len(users), dtype=torch.long))
+    with torch.no_grad():
+        vecs = bundle.model.user_vectors(batch)  # [B, K, D]
+        items = bundle.model.item_vectors()[1:]  # [N, D]
+    top = (vecs @ items.T).topk(10, dim=-1).indices + 1  # [B, K, 10] item indices
+    distinct, covered = [], []
+    for row, user in enumerate(users):
+        clusters = {int(np.bincount(item_cluster[top[row, k].numpy()]).argmax()) for k in range(4)}
+        distinct.append(len(clusters))
+        covered.append(len(clusters & set(planted.planted["user_clusters"][user])))
+    # A single-interest model points at exactly one cluster; K=4 interests spread over several,
+    # and for a good share of users over two or more of the user's own planted clusters.
+    assert np.mean(distinct) > 1.5, np.bincount(distinct)
+    assert np.mean(np.asarray(covered) >= 2) > 0.25, np.bincount(covered)
+
+
+def test_training_outputs(trained) -> None:
+    result, out = trained
+    assert (out / "training_curve.png").stat().st_size > 1000
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == len(result.history) >= 1
+    assert result.examples_per_second > 0
+    assert 0 <= result.best_epoch < len(result.history)
+
+
+def test_bundle_round_trip_scores_identically(trained) -> None:
+    result, _ = trained
+    bundle = ModelBundle.load(result.bundle_dir)
+    hist = pad_left([[1, 2, 3], [5], []], 50)
+    batch = SeqBatch(hist, (hist != 0).sum(1), torch.zeros(3, dtype=torch.long))
+    again = ModelBundle.load(bundle.save(result.bundle_dir.parent / "copy"))
+    with torch.no_grad():
+        assert torch.allclose(bundle.model.score_all(batch), again.model.score_all(batch))
+    np.testing.assert_allclose(np.load(result.bundle_dir / ITEM_VECS_FILE), bundle.item_vectors())
+
+
+def test_bundle_refuses_corrupt_missing_and_foreign(trained, tmp_path) -> None:
+    result, _ = trained
+    for breakage, message in (
+        ("missing", "missing"),
+        ("corrupt", "corrupt"),
+        ("format", "bundle_format"),
+    ):
+        copy = tmp_path / breakage
+        shutil.copytree(result.bundle_dir, copy)
+        if breakage == "missing":
+            (copy / MODEL_FILE).unlink()
+        elif breakage == "corrupt":
+            with (copy / ITEM_VECS_FILE).open("r+b") as fh:
+                fh.seek(200)
+                fh.write(b"\x00garbage")
+        else:
+            manifest = json.loads((copy / MANIFEST).read_text())
+            manifest["bundle_format"] = 999
+            (copy / MANIFEST).write_text(json.dumps(manifest))
+        with pytest.raises(BundleMismatchError, match=message):
+            ModelBundle.load(copy)
+
+
+def test_resume_continues_from_checkpoint(planted, tmp_path) -> None:
+    small = [*OVERRIDES, "optim.max_epochs=1", "model.dim=8"]
+    first = train(load(None, small), planted, tmp_path, progress=False)
+    assert len(first.history) == 1
+    resumed = train(
+        load(None, [*small[:-2], "optim.max_epochs=2", "model.dim=8"]),
+        planted,
+        tmp_path,
+        resume=True,
+        progress=False,
+    )
+    assert [h["epoch"] for h in resumed.history] == [0, 1]
