@@ -1,0 +1,352 @@
+"""Row-level quarantine of raw events (pandas and Spark): bad rows go to parquet with their reason.
+
+Both engines apply the rules of ``mirec.data.quality`` (Spark: ``rules_spark``) and give the same
+reasons on the same input. Failing rows are written to ``<out_dir>/quarantine/<stage>/`` as parquet
+with a ``REASON`` column, and the report to ``<out_dir>/quarantine/<stage>.report.json``; both are
+written BEFORE the step fails, so nothing is lost. Long user histories are valid: they are kept
+and only counted in the report.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mirec.data.events import to_utc_timestamps
+from mirec.data.quality import REASONS, count_reasons, find_bad_rows, split_bad_rows
+from mirec.errors import ConfigError, DataFormatError, DataValidationError
+from mirec.schema import EVENT_TS, EVENT_TYPES, ITEM_ID, REASON, USER_ID
+from mirec.tables import format_table
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from pyspark.sql import DataFrame as SparkDataFrame
+
+logger = logging.getLogger(__name__)
+
+QUARANTINE_DIR = "quarantine"
+REPORT_SUFFIX = ".report.json"
+LONG_HISTORY_EVENTS = 50  # users with more valid events than this are counted (info only)
+_STAGE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+@dataclass(frozen=True)
+class QuarantineReport:
+    """What a quarantine step read, kept and set aside.
+
+    Attributes:
+        stage: the step's name (the quarantine sub-directory).
+        rows_in: rows read.
+        rows_clean: rows that passed every rule.
+        bad_by_reason: reason -> quarantined rows, in rule priority order.
+        quarantine_path: the parquet directory of the bad rows, or None when there were none.
+        bad_fraction: (rows_in - rows_clean) / rows_in (0 for no rows).
+        max_bad_fraction: the tolerance the step was run with.
+        long_history_threshold: users with more valid events than this are counted.
+        long_history_users: how many users that is (valid and kept; info, not an error).
+        max_user_events: the most valid events of one user.
+    """
+
+    stage: str
+    rows_in: int
+    rows_clean: int
+    bad_by_reason: dict[str, int]
+    quarantine_path: str | None
+    bad_fraction: float
+    max_bad_fraction: float = 1.0
+    long_history_threshold: int = LONG_HISTORY_EVENTS
+    long_history_users: int = 0
+    max_user_events: int = 0
+
+    @property
+    def rows_bad(self) -> int:
+        """Rows set aside."""
+        return self.rows_in - self.rows_clean
+
+    def summary(self) -> str:
+        """A readable multi-line table: counts per reason, shares, tolerance and paths."""
+        verdict = "FAILED" if self.bad_fraction > self.max_bad_fraction else "ok"
+        rows = [
+            [reason, f"{count:,}", f"{count / self.rows_in:.4%}" if self.rows_in else "-"]
+            for reason, count in self.bad_by_reason.items()
+        ]
+        rows.append(["(all bad rows)", f"{self.rows_bad:,}", f"{self.bad_fraction:.4%}"])
+        rows.append(["(clean rows)", f"{self.rows_clean:,}", ""])
+        lines = [
+            f"quarantine '{self.stage}' {verdict}: {self.rows_bad:,} of {self.rows_in:,} rows set "
+            f"aside ({self.bad_fraction:.4%}; tolerance {self.max_bad_fraction:.4%})",
+            format_table(["reason", "rows", "share"], rows),
+            f"users with more than {self.long_history_threshold} valid events: "
+            f"{self.long_history_users:,} (kept; longest history {self.max_user_events:,} events)",
+            f"quarantined rows: {self.quarantine_path or 'none'}",
+        ]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict of every field (+ ``rows_bad``)."""
+        return {**asdict(self), "rows_bad": self.rows_bad}
+
+
+def _stage_dir(out_dir: str | Path, stage: str) -> Path:
+    if not _STAGE_NAME.match(stage):
+        raise ConfigError(f"quarantine stage {stage!r} must be a plain name ([A-Za-z0-9_.-]+)")
+    return Path(out_dir) / QUARANTINE_DIR / stage
+
+
+def _fraction(rows_in: int, rows_clean: int) -> float:
+    return (rows_in - rows_clean) / rows_in if rows_in else 0.0
+
+
+def _finish(report: QuarantineReport, stage_dir: Path) -> QuarantineReport:
+    """Write the report next to the quarantine, log it, and fail above the tolerance."""
+    report_path = stage_dir.with_name(stage_dir.name + REPORT_SUFFIX)
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True))
+    if report.bad_fraction > report.max_bad_fraction:
+        raise DataValidationError(report.summary() + f"\nreport: {report_path}")
+    logger.info("%s", report.summary())
+    return report
+
+
+def _ordered_counts(counts: dict[str, int]) -> dict[str, int]:
+    known = [r for r in REASONS if counts.get(r)]
+    return {r: int(counts[r]) for r in known + sorted(r for r in counts if r not in REASONS)}
+
+
+# --- pandas ------------------------------------------------------------------------------------
+
+
+def decode_bytes_ids(events: pd.DataFrame) -> pd.DataFrame:
+    """Ids held as bytes become str, undecodable bytes as U+FFFD (so they are flagged)."""
+    out = events
+    for column in (USER_ID, ITEM_ID):
+        if column not in events.columns or events[column].dtype != object:
+            continue
+        values = events[column]
+        if pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):
+            continue  # the common case, checked in C
+        is_bytes = values.map(lambda v: isinstance(v, bytes | bytearray)).to_numpy(dtype=bool)
+        if is_bytes.any():
+            out = out.copy() if out is events else out
+            fixed = values.to_numpy(dtype=object).copy()
+            fixed[is_bytes] = [bytes(v).decode("utf-8", "replace") for v in fixed[is_bytes]]
+            out[column] = fixed
+    return out
+
+
+def read_events_lenient(path: str | Path) -> pd.DataFrame:
+    """Read an event parquet file or directory as-is; invalid UTF-8 in strings becomes U+FFFD.
+
+    pyarrow refuses to turn invalid UTF-8 into Python str; such files are re-read with the string
+    columns as bytes and decoded with replacement, so the quarantine can flag the rows.
+
+    Raises:
+        DataFormatError: the parquet cannot be read at all.
+    """
+    try:
+        table = pq.read_table(str(path))
+    except (OSError, pa.ArrowException) as exc:
+        raise DataFormatError(str(path), None, f"cannot read parquet: {exc}") from exc
+    try:
+        return table.to_pandas()
+    except pa.ArrowException:
+        logger.warning("%s: strings that are not valid UTF-8; decoding with U+FFFD", path)
+    strings = [i for i, f in enumerate(table.schema) if pa.types.is_string(f.type)]
+    for i in strings:
+        table = table.set_column(i, table.schema.field(i).name, table.column(i).cast(pa.binary()))
+    frame = table.to_pandas()
+    for i in strings:
+        name = table.schema.field(i).name
+        frame[name] = frame[name].map(
+            lambda v: v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+        )
+    return frame
+
+
+def _escape(value: object) -> str:
+    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _writable(frame: pd.DataFrame) -> pd.DataFrame:
+    """Make every column storable in parquet: mixed objects -> str, lone surrogates escaped."""
+    out = frame.copy()
+    for column in out.columns:
+        if out[column].dtype != object:
+            continue
+        try:
+            pa.array(out[column], from_pandas=True)
+        except (pa.ArrowException, TypeError, ValueError):
+            notna = out[column].notna()
+            fixed = out[column].astype(object).copy()
+            fixed[notna] = out[column][notna].map(_escape)
+            out[column] = fixed
+    return out
+
+
+def _write_bad_pandas(bad: pd.DataFrame, stage_dir: Path) -> str | None:
+    if stage_dir.exists():
+        shutil.rmtree(stage_dir)
+    if bad.empty:
+        return None
+    stage_dir.mkdir(parents=True)
+    table = pa.Table.from_pandas(_writable(bad), preserve_index=False)
+    pq.write_table(
+        table,
+        str(stage_dir / "part-00000.parquet"),
+        coerce_timestamps="us",
+        allow_truncated_timestamps=True,
+    )
+    return str(stage_dir)
+
+
+def _long_histories_pandas(clean: pd.DataFrame, threshold: int) -> tuple[int, int]:
+    if clean.empty:
+        return 0, 0
+    sizes = clean[USER_ID].value_counts(sort=False).to_numpy()
+    return int((sizes > threshold).sum()), int(sizes.max())
+
+
+def quarantine_events_pandas(
+    events: pd.DataFrame,
+    *,
+    now: datetime,
+    epoch: datetime,
+    out_dir: str | Path,
+    max_bad_fraction: float,
+    stage: str = "raw_events",
+    known_event_types: Iterable[str] = EVENT_TYPES,
+    long_history_threshold: int = LONG_HISTORY_EVENTS,
+) -> tuple[pd.DataFrame, QuarantineReport]:
+    """Set aside the rows that break the event contract; fail above the tolerance.
+
+    Args:
+        events: [E] raw event rows (canonical columns; ``EVENT_TS`` may be unparsed).
+        now: later rows are ``future_timestamp`` (naive = UTC).
+        epoch: earlier rows are ``before_epoch`` (naive = UTC).
+        out_dir: run directory; bad rows go to ``<out_dir>/quarantine/<stage>/``.
+        max_bad_fraction: the step fails when the bad share is above this.
+        stage: the step's name.
+        known_event_types: accepted ``EVENT_TYPE`` values.
+        long_history_threshold: users with more valid events are counted in the report.
+
+    Returns:
+        (clean [E_ok] rows with ``EVENT_TS`` as datetime64[ns, UTC] and a fresh index, report).
+
+    Raises:
+        DataValidationError: bad share > ``max_bad_fraction``; the message is
+            ``report.summary()`` (the quarantine and report files exist by then).
+    """
+    stage_dir = _stage_dir(out_dir, stage)
+    frame = decode_bytes_ids(events)
+    reasons = find_bad_rows(frame, now=now, epoch=epoch, known_event_types=known_event_types)
+    clean, bad = split_bad_rows(frame, reasons)
+    clean[EVENT_TS] = to_utc_timestamps(clean[EVENT_TS])
+    path = _write_bad_pandas(bad, stage_dir)
+    long_users, longest = _long_histories_pandas(clean, long_history_threshold)
+    report = QuarantineReport(
+        stage=stage,
+        rows_in=len(frame),
+        rows_clean=len(clean),
+        bad_by_reason=count_reasons(bad),
+        quarantine_path=path,
+        bad_fraction=_fraction(len(frame), len(clean)),
+        max_bad_fraction=max_bad_fraction,
+        long_history_threshold=long_history_threshold,
+        long_history_users=long_users,
+        max_user_events=longest,
+    )
+    return clean, _finish(report, stage_dir)
+
+
+# --- Spark -------------------------------------------------------------------------------------
+
+
+def _long_histories_spark(clean: SparkDataFrame, threshold: int) -> tuple[int, int]:
+    from pyspark.sql import functions as F
+
+    per_user = clean.groupBy(USER_ID).count()
+    row = per_user.agg(
+        F.sum(F.when(F.col("count") > F.lit(threshold), 1).otherwise(0)).alias("long"),
+        F.max("count").alias("longest"),
+    ).first()
+    if row is None or row["longest"] is None:
+        return 0, 0
+    return int(row["long"]), int(row["longest"])
+
+
+def quarantine_events_spark(
+    df: SparkDataFrame,
+    *,
+    now: datetime,
+    epoch: datetime,
+    out_dir: str | Path,
+    max_bad_fraction: float,
+    stage: str = "raw_events",
+    known_event_types: Iterable[str] = EVENT_TYPES,
+    long_history_threshold: int = LONG_HISTORY_EVENTS,
+) -> tuple[SparkDataFrame, QuarantineReport]:
+    """The Spark twin of ``quarantine_events_pandas`` (same rules, reasons and files).
+
+    The annotated rows are materialised once (``localCheckpoint``), so counting, writing the
+    quarantine and reading the clean rows do not recompute the rules.
+
+    Args:
+        df: [E] raw event rows; ``EVENT_TS`` may be a timestamp, number or string column.
+        now, epoch, out_dir, max_bad_fraction, stage, known_event_types, long_history_threshold:
+            as in ``quarantine_events_pandas`` (``out_dir`` is a local path).
+
+    Returns:
+        (clean [E_ok] rows, the input columns with ``EVENT_TS`` as a UTC timestamp, report).
+
+    Raises:
+        DataValidationError: bad share > ``max_bad_fraction`` (files written first).
+    """
+    from pyspark.sql import functions as F
+
+    from mirec.validation.rules_spark import HELPER_COLUMNS, PARSED_TS, annotate_bad_rows_spark
+
+    stage_dir = _stage_dir(out_dir, stage)
+    annotated = annotate_bad_rows_spark(
+        df, now=now, epoch=epoch, known_event_types=known_event_types
+    ).localCheckpoint(eager=True)
+    rows = annotated.groupBy(REASON).count().collect()
+    counts = {str(row[REASON]): int(row["count"]) for row in rows if row[REASON] is not None}
+    rows_clean = sum(int(row["count"]) for row in rows if row[REASON] is None)
+    rows_in = rows_clean + sum(counts.values())
+    if stage_dir.exists():
+        shutil.rmtree(stage_dir)
+    path = None
+    if counts:
+        bad = annotated.filter(F.col(REASON).isNotNull()).drop(*HELPER_COLUMNS)
+        bad.coalesce(1).write.mode("overwrite").parquet(str(stage_dir))
+        path = str(stage_dir)
+    clean = (
+        annotated.filter(F.col(REASON).isNull())
+        .withColumn(EVENT_TS, F.col(PARSED_TS))
+        .drop(REASON, *HELPER_COLUMNS)
+    )
+    long_users, longest = _long_histories_spark(clean, long_history_threshold)
+    report = QuarantineReport(
+        stage=stage,
+        rows_in=rows_in,
+        rows_clean=rows_clean,
+        bad_by_reason=_ordered_counts(counts),
+        quarantine_path=path,
+        bad_fraction=_fraction(rows_in, rows_clean),
+        max_bad_fraction=max_bad_fraction,
+        long_history_threshold=long_history_threshold,
+        long_history_users=long_users,
+        max_user_events=longest,
+    )
+    return clean, _finish(report, stage_dir)
