@@ -1,0 +1,284 @@
+"""Training losses: full softmax and sampled softmax (logQ, accidental hits, temperature, readout).
+
+Towers return vectors; this module turns them into one scalar per batch. Two readouts map the
+K interest vectors of a user to scores: ``max`` (score = max_k <v_k, e_i>, the same rule as
+serving) and ``target_aware`` (ComiRec's hard label-aware attention: use the interest closest to
+the target, chosen without gradient).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+from mirec.config import LossConfig
+from mirec.data.batches import SeqBatch
+from mirec.errors import ConfigError
+from mirec.models.two_tower import TwoTower, max_interest_scores
+from mirec.schema import PAD_ITEM_ID
+
+Readout = Literal["max", "target_aware"]
+
+
+class NegativeDrawLike(Protocol):
+    """What ``NegativeSampler.draw`` returns: shared negative ids and their log q."""
+
+    @property
+    def ids(self) -> torch.Tensor:
+        """LongTensor [M]."""
+
+    @property
+    def log_q(self) -> torch.Tensor:
+        """Tensor [M], log of each id's sampling probability."""
+
+
+class NegativeSampler(Protocol):
+    """The sampler interface of ``mirec.data.samplers``."""
+
+    def draw(self, num: int, generator: torch.Generator) -> NegativeDrawLike:
+        """``num`` negatives shared by the batch, with their log q."""
+        ...
+
+    def log_q(self, item_ids: torch.Tensor) -> torch.Tensor:
+        """Log probability that the sampler draws each id (same shape as ``item_ids``)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class LossOutput:
+    """The loss to minimise and its named parts (logged as ``loss/<name>``)."""
+
+    total: torch.Tensor
+    parts: dict[str, torch.Tensor]
+
+
+def readout(user_vecs: torch.Tensor, target_vecs: torch.Tensor, mode: Readout) -> torch.Tensor:
+    """The query vectors a row is scored with.
+
+    Args:
+        user_vecs: Tensor [B, K, D].
+        target_vecs: Tensor [B, D], the positive items (used by ``target_aware`` only).
+        mode: ``max`` keeps all K vectors (scores are the max over them); ``target_aware`` keeps
+            only v_{k*}, k* = argmax_k <v_k, e_target>, chosen without gradient.
+
+    Returns:
+        Tensor [B, K, D] for ``max``, [B, 1, D] for ``target_aware``; score any item set with
+        ``max_interest_scores``.
+    """
+    if mode == "max" or user_vecs.shape[1] == 1:
+        return user_vecs
+    if mode != "target_aware":
+        raise ConfigError(f"loss.readout {mode!r} is not 'max' or 'target_aware'")
+    with torch.no_grad():
+        best = torch.einsum("bkd,bd->bk", user_vecs, target_vecs).argmax(dim=1)  # [B]
+    rows = torch.arange(user_vecs.shape[0], device=user_vecs.device)
+    return user_vecs[rows, best].unsqueeze(1)  # [B, 1, D]
+
+
+def training_rows(model: TwoTower, batch: SeqBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """User vectors and positive item ids of every training row of a batch.
+
+    Causal models with ``pos_targets`` train at every position whose next item is real (each
+    position weighs the same); other models train on ``target_item_ids``. Rows whose target is
+    PAD are dropped.
+
+    Returns:
+        (user_vecs [P, K, D], targets LongTensor [P]).
+    """
+    if model.causal and batch.pos_targets is not None:
+        states = model.sequence_states(batch)  # [B, T, D]
+        valid = batch.pos_targets != PAD_ITEM_ID  # [B, T]
+        return states[valid].unsqueeze(1), batch.pos_targets[valid]  # [P, 1, D], [P]
+    valid = batch.target_item_ids != PAD_ITEM_ID  # [B]
+    return model.user_vectors(batch)[valid], batch.target_item_ids[valid]
+
+
+class _SoftmaxCrossEntropy(torch.autograd.Function):
+    """mean_p CE(softmax(q_p W^T), t_p) with a hand-written backward.
+
+    Equal to ``F.cross_entropy(q @ W.T, t)`` but about a third faster on CPU: the backward turns
+    the saved logits into the softmax in place instead of allocating two more [P, N] tensors.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx,
+        queries: torch.Tensor,
+        weight: torch.Tensor,
+        targets: torch.Tensor,
+    ) -> torch.Tensor:
+        logits = queries @ weight.T  # [P, N]
+        lse = torch.logsumexp(logits, dim=1)  # [P]
+        loss = (lse - logits.gather(1, targets.unsqueeze(1)).squeeze(1)).mean()
+        ctx.save_for_backward(queries, weight, targets, logits, lse)
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
+        queries, weight, targets, logits, lse = ctx.saved_tensors  # type: ignore[attr-defined]
+        probs = logits.sub_(lse.unsqueeze(1)).exp_()  # [P, N], reuses the saved logits
+        rows = torch.arange(targets.shape[0], device=targets.device)
+        probs[rows, targets] -= 1.0
+        probs.mul_(grad / targets.shape[0])
+        needs = ctx.needs_input_grad  # type: ignore[attr-defined]
+        grad_q = probs @ weight if needs[0] else None
+        grad_w = probs.T @ queries if needs[1] else None
+        return grad_q, grad_w, None
+
+
+def full_softmax_loss(
+    queries: torch.Tensor, item_vecs: torch.Tensor, targets: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Cross-entropy over all real items (the PAD row never competes).
+
+    Args:
+        queries: Tensor [P, K', D] from ``readout``.
+        item_vecs: Tensor [N+1, D], row 0 = PAD.
+        targets: LongTensor [P] in 1..N.
+        temperature: logits are divided by it (applied to the queries, which is the same).
+    """
+    queries = queries / temperature if temperature != 1.0 else queries
+    items = item_vecs[PAD_ITEM_ID + 1 :]  # [N, D]
+    labels = targets - (PAD_ITEM_ID + 1)
+    if queries.shape[1] == 1:
+        loss: torch.Tensor = _SoftmaxCrossEntropy.apply(queries[:, 0], items, labels)
+        return loss
+    return F.cross_entropy(max_interest_scores(queries, items), labels)  # [P, N] logits
+
+
+def _negatives(
+    targets: torch.Tensor,
+    cfg: LossConfig,
+    sampler: NegativeSampler | None,
+    generator: torch.Generator,
+    num_negatives: int,
+) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
+    """Shared negatives for the batch: (ids [M], log_q [M] or None, is_full_in_batch)."""
+    if cfg.sampler == "in_batch":
+        ids, full = targets, True
+        if targets.shape[0] > num_negatives:
+            pick = torch.randperm(targets.shape[0], generator=generator)[:num_negatives]
+            ids, full = targets[pick.to(targets.device)], False
+        log_q = sampler.log_q(ids) if cfg.logq_correction and sampler is not None else None
+        return ids, log_q, full
+    if sampler is None:
+        raise ConfigError(f"loss.sampler {cfg.sampler!r} needs a negative sampler, got None")
+    draw = sampler.draw(num_negatives, generator)
+    return draw.ids.to(targets.device), draw.log_q.to(targets.device), False
+
+
+def sampled_softmax_loss(
+    queries: torch.Tensor,
+    pos_vecs: torch.Tensor,
+    neg_vecs: torch.Tensor,
+    *,
+    pos_log_q: torch.Tensor | None,
+    neg_log_q: torch.Tensor | None,
+    masked: torch.Tensor | None,
+    temperature: float,
+) -> torch.Tensor:
+    """Softmax of each row's positive against shared negatives.
+
+    Logits are divided by the temperature, then log q is subtracted from every logit (positives
+    included) when given, then masked negatives are set to -inf.
+
+    Args:
+        queries: Tensor [P, K', D] from ``readout``.
+        pos_vecs: Tensor [P, D], each row's positive item.
+        neg_vecs: Tensor [M, D], negatives shared by all rows.
+        pos_log_q: Tensor [P] or None.
+        neg_log_q: Tensor [M] or None.
+        masked: BoolTensor [P, M] or None; True removes that negative from that row.
+        temperature: softmax temperature.
+    """
+    queries = queries / temperature if temperature != 1.0 else queries
+    pos = (queries * pos_vecs.unsqueeze(1)).sum(-1).max(dim=1).values  # [P]
+    neg = max_interest_scores(queries, neg_vecs)  # [P, M]
+    if pos_log_q is not None and neg_log_q is not None:
+        pos = pos - pos_log_q
+        neg = neg - neg_log_q.unsqueeze(0)
+    if masked is not None:
+        neg = neg.masked_fill(masked, float("-inf"))
+    logits = torch.cat([pos.unsqueeze(1), neg], dim=1)  # [P, 1 + M]
+    return F.cross_entropy(logits, torch.zeros_like(pos, dtype=torch.long))
+
+
+def _sampled_loss(
+    model: TwoTower,
+    user_vecs: torch.Tensor,
+    targets: torch.Tensor,
+    cfg: LossConfig,
+    sampler: NegativeSampler | None,
+    generator: torch.Generator,
+    num_negatives: int,
+) -> torch.Tensor:
+    if cfg.logq_correction and sampler is None:
+        raise ConfigError("loss.logq_correction is true but no sampler gives log q")
+    neg_ids, neg_log_q, full_in_batch = _negatives(targets, cfg, sampler, generator, num_negatives)
+    pos_vecs = model.item_tower(targets)  # [P, D]
+    queries = readout(user_vecs, pos_vecs, cfg.readout)
+    masked = (neg_ids == PAD_ITEM_ID).unsqueeze(0).expand(targets.shape[0], -1)  # [P, M]
+    if cfg.remove_accidental_hits:
+        masked = masked | (neg_ids.unsqueeze(0) == targets.unsqueeze(1))
+    if full_in_batch:  # the row's own positive is its label, not a negative
+        masked = masked | torch.eye(targets.shape[0], dtype=torch.bool, device=targets.device)
+    pos_log_q = None
+    if cfg.logq_correction and sampler is not None:
+        pos_log_q = sampler.log_q(targets).to(pos_vecs.dtype)
+    return sampled_softmax_loss(
+        queries,
+        pos_vecs,
+        model.item_tower(neg_ids),
+        pos_log_q=pos_log_q,
+        neg_log_q=None if neg_log_q is None else neg_log_q.to(pos_vecs.dtype),
+        masked=masked,
+        temperature=cfg.temperature,
+    )
+
+
+def compute_loss(
+    model: TwoTower,
+    batch: SeqBatch,
+    cfg: LossConfig,
+    sampler: NegativeSampler | None,
+    generator: torch.Generator,
+    num_negatives: int,
+) -> LossOutput:
+    """The training loss of one batch.
+
+    Args:
+        model: the two towers.
+        batch: histories and targets (``pos_targets`` for all-position training of causal
+            models).
+        cfg: loss settings (kind, sampler, logQ, accidental hits, readout, temperature).
+        sampler: negative sampler for ``sampled_softmax`` (also the log q source for in-batch
+            negatives); may be None for ``full_softmax``.
+        generator: RNG for negatives.
+        num_negatives: shared negatives per batch (the cap for in-batch negatives).
+
+    Returns:
+        LossOutput with ``parts = {cfg.kind: loss}``. A batch without any real target gives a
+        zero loss that still backpropagates.
+
+    Raises:
+        ConfigError: a sampled loss without the sampler it needs.
+    """
+    user_vecs, targets = training_rows(model, batch)  # [P, K, D], [P]
+    if targets.numel() == 0:
+        loss = user_vecs.sum() * 0.0
+    elif cfg.kind == "full_softmax":
+        item_vecs = model.item_vectors()  # [N+1, D]
+        queries = readout(user_vecs, item_vecs[targets], cfg.readout)
+        loss = full_softmax_loss(queries, item_vecs, targets, cfg.temperature)
+    elif cfg.kind == "sampled_softmax":
+        loss = _sampled_loss(model, user_vecs, targets, cfg, sampler, generator, num_negatives)
+    else:
+        raise ConfigError(f"loss.kind {cfg.kind!r} is not 'full_softmax' or 'sampled_softmax'")
+    return LossOutput(total=loss, parts={cfg.kind: loss.detach()})

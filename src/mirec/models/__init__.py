@@ -1,0 +1,77 @@
+"""Model registry: ``build_model(cfg, num_items)`` -> TwoTower (item tower + one user tower)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from mirec.config import ModelConfig
+from mirec.errors import ConfigError
+from mirec.models.comirec import ComiRecDR, ComiRecSA
+from mirec.models.item_tower import ItemTower
+from mirec.models.mind import MIND
+from mirec.models.sasrec import SASRec
+from mirec.models.two_tower import TwoTower
+from mirec.schema import DEFAULT_MAX_LEN
+
+
+def _sasrec(cfg: ModelConfig, item_tower: ItemTower, max_len: int) -> nn.Module:
+    return SASRec(item_tower, max_len, cfg.num_layers, cfg.num_heads, cfg.ffn_dim, cfg.dropout)
+
+
+def _comirec_sa(cfg: ModelConfig, item_tower: ItemTower, max_len: int) -> nn.Module:
+    return ComiRecSA(item_tower, max_len, cfg.num_interests)
+
+
+def _comirec_dr(cfg: ModelConfig, item_tower: ItemTower, max_len: int) -> nn.Module:
+    return ComiRecDR(item_tower, max_len, cfg.num_interests, cfg.routing_iters)
+
+
+def _mind(cfg: ModelConfig, item_tower: ItemTower, max_len: int) -> nn.Module:
+    return MIND(item_tower, max_len, cfg.num_interests, cfg.routing_iters)
+
+
+# name -> user-tower constructor (cfg, shared item tower, max_len)
+MODELS: dict[str, Callable[[ModelConfig, ItemTower, int], nn.Module]] = {
+    "sasrec": _sasrec,
+    "comirec_sa": _comirec_sa,
+    "comirec_dr": _comirec_dr,
+    "mind": _mind,
+}
+CAUSAL_MODELS = frozenset({"sasrec"})
+
+
+def build_model(
+    cfg: ModelConfig,
+    num_items: int,
+    item_attributes: torch.Tensor | None = None,
+    max_len: int = DEFAULT_MAX_LEN,
+) -> TwoTower:
+    """Build the two towers named by ``cfg.name``.
+
+    Args:
+        cfg: model config.
+        num_items: N, the number of real items (the tables have N+1 rows, row 0 = PAD).
+        item_attributes: optional LongTensor [N+1, A]; used only when ``cfg.use_attributes``.
+        max_len: the longest history the user tower accepts (positions / per-position maps);
+            pass ``data.max_len``. Histories wider than this raise ConfigError at forward time.
+
+    Returns:
+        The untrained TwoTower.
+
+    Raises:
+        ConfigError: unknown model name, or ``use_attributes`` without an attribute matrix.
+    """
+    if cfg.name not in MODELS:
+        raise ConfigError(f"model.name {cfg.name!r} is not one of {sorted(MODELS)}")
+    if cfg.use_attributes and item_attributes is None:
+        raise ConfigError("model.use_attributes is true but no item attribute matrix was given")
+    attrs = item_attributes if cfg.use_attributes else None
+    item_tower = ItemTower(num_items, cfg.dim, attrs)
+    user_tower = MODELS[cfg.name](cfg, item_tower, max_len)
+    return TwoTower(item_tower, user_tower, causal=cfg.name in CAUSAL_MODELS)
+
+
+__all__ = ["MODELS", "ItemTower", "TwoTower", "build_model"]

@@ -1,0 +1,182 @@
+"""Non-neural floors every model must beat: most-popular and item-to-item co-occurrence (ItemKNN).
+
+Both expose ``score_all(batch) -> [B, N+1]`` like ``TwoTower.score_all``, so the same
+evaluation code ranks them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from mirec.data.batches import SeqBatch
+from mirec.errors import ConfigError
+from mirec.schema import PAD_ITEM_ID
+
+log = logging.getLogger(__name__)
+
+
+def item_counts(sequences: Sequence[np.ndarray], num_items: int) -> np.ndarray:
+    """Occurrences of every item in the sequences, int64 [N+1] (PAD counted as 0)."""
+    flat = _concat(sequences)
+    counts = np.bincount(flat, minlength=num_items + 1)[: num_items + 1].astype(np.int64)
+    counts[PAD_ITEM_ID] = 0
+    return counts
+
+
+def _concat(sequences: Sequence[np.ndarray]) -> np.ndarray:
+    arrays = [np.asarray(s, dtype=np.int64) for s in sequences]
+    return np.concatenate(arrays) if arrays else np.zeros(0, np.int64)
+
+
+class Popularity:
+    """Scores every item by its training count, whatever the history.
+
+    Args:
+        item_counts: int or float [N+1], the count of every item (row 0 = PAD, ignored).
+    """
+
+    def __init__(self, item_counts: np.ndarray) -> None:
+        self.counts = torch.as_tensor(np.asarray(item_counts, dtype=np.float32))
+
+    @classmethod
+    def fit(cls, sequences: Sequence[np.ndarray], num_items: int) -> Popularity:
+        """Count items in the training sequences."""
+        return cls(item_counts(sequences, num_items))
+
+    def score_all(self, batch: SeqBatch) -> torch.Tensor:
+        """The counts for every row, [B, N+1]."""
+        return self.counts.unsqueeze(0).expand(batch.hist_item_ids.shape[0], -1).clone()
+
+
+def cooccurrence(
+    sequences: Sequence[np.ndarray], num_items: int, window: int, backward_weight: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distance-weighted co-occurrence within ``window`` positions of the same sequence.
+
+    Item b at d positions after item a adds 1/d to C[a, b] and ``backward_weight``/d to C[b, a].
+    Repeats of the same item are skipped.
+
+    Returns:
+        (rows, cols, weights): the non-zero entries of C, each of length nnz.
+    """
+    flat = _concat(sequences)
+    owner = np.repeat(np.arange(len(sequences)), [len(s) for s in sequences])
+    width = num_items + 1
+    keys, weights = [], []
+    for d in range(1, window + 1):
+        same = (owner[:-d] == owner[d:]) & (flat[:-d] != flat[d:])
+        a, b = flat[:-d][same], flat[d:][same]
+        keys += [a * width + b, b * width + a]
+        weights += [np.full(len(a), 1.0 / d), np.full(len(a), backward_weight / d)]
+    if not keys:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    uniq, inverse = np.unique(np.concatenate(keys), return_inverse=True)
+    summed = np.bincount(inverse, weights=np.concatenate(weights))
+    keep = summed > 0
+    return uniq[keep] // width, uniq[keep] % width, summed[keep]
+
+
+def top_neighbors(
+    rows: np.ndarray, cols: np.ndarray, sims: np.ndarray, num_items: int, num_neighbors: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Keep each item's ``num_neighbors`` most similar items.
+
+    Returns:
+        (ids int64 [N+1, M], sims float32 [N+1, M]); unused slots hold PAD with similarity 0.
+    """
+    order = np.lexsort((-sims, rows))  # by row, then similarity descending
+    rows, cols, sims = rows[order], cols[order], sims[order]
+    starts = np.searchsorted(rows, np.arange(num_items + 1))
+    rank = np.arange(len(rows)) - starts[rows]
+    keep = rank < num_neighbors
+    ids = np.full((num_items + 1, num_neighbors), PAD_ITEM_ID, dtype=np.int64)
+    out = np.zeros((num_items + 1, num_neighbors), dtype=np.float32)
+    ids[rows[keep], rank[keep]] = cols[keep]
+    out[rows[keep], rank[keep]] = sims[keep]
+    return ids, out
+
+
+class ItemKNN:
+    """Item-to-item co-occurrence recommender (ItemKNN with sequence windows).
+
+    Similarity: distance-weighted co-occurrence within a window of each training sequence
+    (``cooccurrence``), cosine-normalised by item counts, C[a, b] / sqrt(n_a n_b), keeping the top
+    ``num_neighbors`` per item. A user's score for item i is the sum over the last ``num_recent``
+    history items h (newest weight 1, then ``recency_decay`` per step back) of sim(h, i). Ties,
+    including every item with no co-occurrence, are broken by popularity: a popularity term far
+    below the smallest positive score is added.
+
+    Build with ``ItemKNN.fit``.
+    """
+
+    def __init__(
+        self,
+        neighbor_ids: np.ndarray,
+        neighbor_sims: np.ndarray,
+        counts: np.ndarray,
+        num_recent: int,
+        recency_decay: float,
+    ) -> None:
+        self.neighbor_ids = torch.as_tensor(neighbor_ids, dtype=torch.long)  # [N+1, M]
+        self.neighbor_sims = torch.as_tensor(neighbor_sims, dtype=torch.float32)  # [N+1, M]
+        self.num_recent = num_recent
+        self.recency_decay = recency_decay
+        positive = neighbor_sims[neighbor_sims > 0]
+        smallest = float(positive.min()) if positive.size else 1.0
+        tie_scale = 0.1 * smallest * recency_decay ** (num_recent - 1)
+        pop = np.asarray(counts, dtype=np.float64)
+        pop = pop / pop.max() if pop.max() > 0 else pop
+        self.tie_break = torch.as_tensor(pop * tie_scale, dtype=torch.float32)  # [N+1]
+
+    @classmethod
+    def fit(
+        cls,
+        sequences: Sequence[np.ndarray],
+        num_items: int,
+        *,
+        window: int = 10,
+        backward_weight: float = 0.5,
+        num_neighbors: int = 100,
+        num_recent: int = 5,
+        recency_decay: float = 0.6,
+    ) -> ItemKNN:
+        """Fit on the training sequences (item indices in time order, oldest first).
+
+        Args:
+            sequences: one int array per user.
+            num_items: N.
+            window: co-occurrence window in positions.
+            backward_weight: weight of "a after b" relative to "b after a" for C[a, b].
+            num_neighbors: neighbours kept per item.
+            num_recent: history items used when scoring.
+            recency_decay: weight factor per step back in the history, in (0, 1].
+
+        Raises:
+            ConfigError: a parameter is out of range.
+        """
+        if window < 1 or num_neighbors < 1 or num_recent < 1 or not 0 < recency_decay <= 1:
+            raise ConfigError(
+                f"ItemKNN needs window, num_neighbors, num_recent >= 1 and 0 < recency_decay <= 1;"
+                f" got {window}, {num_neighbors}, {num_recent}, {recency_decay}"
+            )
+        counts = item_counts(sequences, num_items)
+        rows, cols, weights = cooccurrence(sequences, num_items, window, backward_weight)
+        sims = weights / np.sqrt(counts[rows].astype(np.float64) * counts[cols])
+        ids, top = top_neighbors(rows, cols, sims, num_items, num_neighbors)
+        log.info("ItemKNN: %d co-occurring pairs over %d items", len(rows), num_items)
+        return cls(ids, top, counts, num_recent, recency_decay)
+
+    def score_all(self, batch: SeqBatch) -> torch.Tensor:
+        """Neighbour scores of every item for every row, [B, N+1]."""
+        hist = batch.hist_item_ids[:, -self.num_recent :]  # [B, L]
+        b, length = hist.shape
+        steps_back = torch.arange(length - 1, -1, -1, dtype=torch.float32)  # [L]
+        weight = self.recency_decay**steps_back * (hist != PAD_ITEM_ID)  # [B, L]
+        ids = self.neighbor_ids[hist].view(b, -1)  # [B, L*M]
+        vals = (self.neighbor_sims[hist] * weight.unsqueeze(-1)).view(b, -1)  # [B, L*M]
+        scores = self.tie_break.unsqueeze(0).repeat(b, 1)  # [B, N+1]
+        return scores.scatter_add_(1, ids, vals)
