@@ -29,7 +29,7 @@ from tqdm import tqdm
 from mirec.bundle import ModelBundle
 from mirec.config import EvalConfig, TrainConfig
 from mirec.data.attributes import attribute_matrix
-from mirec.data.batches import SeqBatch, num_train_rows, train_batches
+from mirec.data.batches import SeqBatch, train_batches
 from mirec.data.events import Dataset
 from mirec.data.samplers import NegativeSampler, build_sampler
 from mirec.data.splits import Split, make_split
@@ -168,7 +168,7 @@ def _run_epoch(
     module.train()
     mode = "sequence" if causal else "prefix"
     rng = np.random.default_rng([cfg.seed, epoch])
-    total = num_train_rows(split.train, mode)
+    total = int(sum(max(len(s) - 1, 0) for s in split.train.sequences))
     batches = train_batches(
         split.train, cfg.optim.batch_size, split.max_len, mode=mode, generator=rng
     )
@@ -189,10 +189,18 @@ def _run_epoch(
             nn.utils.clip_grad_norm_(module.parameters(), cfg.optim.grad_clip)
         opt.step()
         losses.append(float(loss.detach()))
-        seen += len(batch.hist_len)
-        bar.update(len(batch.hist_len))
+        rows = _num_examples(batch)
+        seen += rows
+        bar.update(rows)
     bar.close()
     return float(np.mean(losses)) if losses else float("nan"), seen
+
+
+def _num_examples(batch: SeqBatch) -> int:
+    """Training examples (next-item targets) in a batch: every real target position."""
+    if batch.pos_targets is not None:
+        return int((batch.pos_targets != 0).sum())
+    return int((batch.target_item_ids != 0).sum())
 
 
 def train(

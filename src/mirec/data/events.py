@@ -197,7 +197,12 @@ def read_events_parquet(path: str | Path) -> pd.DataFrame:
     missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
     if missing:
         raise DataFormatError(str(path), None, f"missing event columns {missing}")
-    frame = table.to_pandas()
+    try:
+        frame = table.to_pandas()
+    except pa.ArrowException as exc:
+        raise DataFormatError(
+            str(path), None, f"cannot decode parquet (e.g. ids that are not UTF-8): {exc}"
+        ) from exc
     frame[EVENT_TS] = to_utc_timestamps(frame[EVENT_TS])
     for column in (USER_ID, ITEM_ID):
         frame[column] = _as_str(frame[column])
