@@ -18,7 +18,7 @@ import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -166,7 +166,7 @@ def _run_epoch(
     progress: bool,
 ) -> tuple[float, int]:
     module.train()
-    mode = "sequence" if causal else "prefix"
+    mode: Literal["sequence", "prefix"] = "sequence" if causal else "prefix"
     rng = np.random.default_rng([cfg.seed, epoch])
     total = int(sum(max(len(s) - 1, 0) for s in split.train.sequences))
     batches = train_batches(

@@ -14,6 +14,7 @@ import pickle
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -21,6 +22,9 @@ from mirec.config import TrainConfig
 from mirec.data.events import Dataset
 from mirec.data.vocab import Vocabulary
 from mirec.errors import MirecError
+
+if TYPE_CHECKING:
+    from mirec.train import TrainResult
 
 log = logging.getLogger(__name__)
 INPUTS = "ddp_inputs.pkl"
@@ -34,7 +38,7 @@ def launch(
     vocab: Vocabulary | None,
     resume: bool,
     nproc: int,
-) -> object:
+) -> TrainResult:
     """Run ``train_worker`` in ``nproc`` processes and return rank 0's TrainResult."""
     from mirec.train import prepare, read_result
 

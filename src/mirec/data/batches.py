@@ -50,13 +50,15 @@ def pad_left(seqs: Sequence[Sequence[int] | np.ndarray], max_len: int) -> torch.
 
     T is the longest kept length in ``seqs`` (at least 1, so empty histories still batch).
     """
-    kept = [np.asarray(s, dtype=np.int64)[-max_len:] if max_len > 0 else np.zeros(0, np.int64)
-            for s in seqs]
+    kept = [
+        np.asarray(s, dtype=np.int64)[-max_len:] if max_len > 0 else np.zeros(0, np.int64)
+        for s in seqs
+    ]
     width = max(1, max((len(s) for s in kept), default=1))
     out = np.full((len(kept), width), PAD_ITEM_ID, dtype=np.int64)
     for row, s in enumerate(kept):
         if len(s):
-            out[row, width - len(s):] = s
+            out[row, width - len(s) :] = s
     return torch.from_numpy(out)
 
 
