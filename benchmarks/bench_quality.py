@@ -157,6 +157,11 @@ def render(ds_key: str, results: dict[str, dict]) -> str:
     return "\n".join(text)
 
 
+def _previous(ds_key: str) -> dict[str, dict]:
+    path = RESULTS / f"quality_{ds_key}.json"
+    return json.loads(path.read_text())["results"] if path.exists() else {}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -165,13 +170,17 @@ def main() -> int:
     parser.add_argument("--datasets", default="beauty,ml-100k")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--out", default="runs/bench_quality", help="training run directories")
+    parser.add_argument("--keep", action="store_true", help="merge into the existing results file")
+    parser.add_argument("--no-floors", action="store_true", help="skip popularity and ItemKNN")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     for ds_key in args.datasets.split(","):
         folder, prefix, _ = DATASETS[ds_key]
         data_path = Path(args.data_root) / folder
-        results = floors(ds_key, prefix, data_path)
-        for model in args.models.split(","):
+        results = _previous(ds_key) if args.keep else {}
+        if not args.no_floors:
+            results.update(floors(ds_key, prefix, data_path))
+        for model in [m for m in args.models.split(",") if m]:
             results[model] = train_model(ds_key, prefix, data_path, model, Path(args.out))
         report = render(ds_key, results)
         print(report, flush=True)
