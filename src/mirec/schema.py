@@ -68,3 +68,4 @@ MIN_EVENT_TS: Final = datetime(1990, 1, 1, tzinfo=UTC)  # earlier events are "be
 NUM_EVENTS: Final = "num_events"  # behaviour events before the snapshot (untruncated count)
 FEATURE_DATA_DIR: Final = "data"  # Spark outputs inside a rendered Feast repo, one folder a table
 TRAINING_EXAMPLES: Final = "training_examples"  # folder prefix of the protocol A / B examples
+ROW_KIND: Final = "row_kind"  # user-history partition: "event" snapshots, "latest" (as of build)

@@ -1,0 +1,1 @@
+../src/mirec/features/templates/feature_definitions.py
