@@ -1,0 +1,1 @@
+"""Kubeflow pipelines of mirec: ``retraining`` (wiring only) and its compiler."""

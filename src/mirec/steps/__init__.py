@@ -1,0 +1,1 @@
+"""Pipeline steps: the library functions the Kubeflow components call, one per component."""

@@ -1,0 +1,159 @@
+"""The summary of a local pipeline run: data checks, metrics vs production, gate, index, deploy.
+
+It reads what each executed step recorded in kfp.local's run directory
+(``<run_dir>/<task>/executor_output.json``: returned parameters and artifact metadata, i.e. the
+KFP Metrics the step logged), so it shows exactly what a KFP UI would.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mirec.tables import format_table
+
+EXECUTOR_OUTPUT = "executor_output.json"
+SUMMARY_KEYS = ("recall@20", "recall@50", "ndcg@10", "ndcg@20", "unknown_target_share")
+STEPS = (
+    "validate-events",
+    "build-features",
+    "make-training-set",
+    "validate-training-set",
+    "train",
+    "evaluate",
+    "build-index",
+    "deploy",
+)
+
+
+@dataclass(frozen=True)
+class TaskOutput:
+    """One executed task: its returned parameters and each output artifact's metadata."""
+
+    parameters: dict[str, Any] = field(default_factory=dict)
+    artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    uris: dict[str, str] = field(default_factory=dict)
+
+
+def read_run(run_dir: str | Path) -> dict[str, TaskOutput]:
+    """Task name -> outputs for every task of a kfp.local run directory that finished."""
+    out: dict[str, TaskOutput] = {}
+    for path in sorted(Path(run_dir).glob(f"*/{EXECUTOR_OUTPUT}")):
+        payload = json.loads(path.read_text())
+        artifacts, uris = {}, {}
+        for name, entry in payload.get("artifacts", {}).items():
+            first = (entry.get("artifacts") or [{}])[0]
+            artifacts[name] = dict(first.get("metadata", {}))
+            uris[name] = str(first.get("uri", ""))
+        out[path.parent.name] = TaskOutput(
+            dict(payload.get("parameterValues", {})), artifacts, uris
+        )
+    return out
+
+
+def _version(value: Any) -> str:
+    """``v3`` for a version number (KFP may hand back ``3.0``), ``none`` for nothing."""
+    return "none" if value in (None, "") else f"v{int(float(value))}"
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _data_section(tasks: dict[str, TaskOutput]) -> list[str]:
+    events = tasks.get("validate-events")
+    lines = ["data checks"]
+    if events is None:
+        return lines + ["  events: not validated (the run stopped before)"]
+    checks = events.artifacts.get("checks", {})
+    lines.append(
+        f"  events: {int(checks.get('rows_kept', 0))} kept of {int(checks.get('rows_read', 0))}"
+        f" read, {int(checks.get('rows_quarantined', 0))} quarantined"
+        f" ({100 * float(checks.get('bad_fraction', 0.0)):.2f}%),"
+        f" expectations {'passed' if checks.get('suite_success') else 'FAILED'}"
+    )
+    docs = events.artifacts.get("events", {}).get("data_docs") or events.uris.get("data_docs")
+    if docs:
+        lines.append(f"  data docs: {docs}")
+    features = tasks.get("build-features")
+    if features is not None:
+        fm = features.artifacts.get("feature_metrics", {})
+        online = features.artifacts.get("features", {}).get("online", {})
+        lines.append(
+            f"  features: {int(fm.get('users', 0))} users, {int(fm.get('snapshot_rows', 0))}"
+            f" point-in-time snapshots, vocabulary {int(fm.get('vocab_size', 0))} items"
+            f" ({int(fm.get('new_items', 0))} new), online store {online.get('online_store', '?')}"
+        )
+    training = tasks.get("validate-training-set")
+    if training is not None:
+        tchecks = training.artifacts.get("checks", {})
+        lines.append(
+            f"  training set: {int(tchecks.get('rows', 0))} examples,"
+            f" expectations {'passed' if tchecks.get('suite_success') else 'FAILED'}"
+        )
+    return lines
+
+
+def _metrics_section(tasks: dict[str, TaskOutput]) -> list[str]:
+    gate = tasks.get("evaluate")
+    if gate is None:
+        return ["metrics: not evaluated (the run stopped before)"]
+    ours = gate.artifacts.get("challenger_metrics", {})
+    theirs = gate.artifacts.get("production_metrics", {})
+    report = gate.artifacts.get("gate_report", {})
+    version = report.get("production_version")
+    label = f"production ({_version(version)})" if version else "production (none yet)"
+    keys = [k for k in SUMMARY_KEYS if k in ours or k in theirs]
+    rows = [[k, _fmt(ours.get(k)), _fmt(theirs.get(k))] for k in keys]
+    table = format_table(["metric (test split)", "challenger", label], rows)
+    decision = str(gate.parameters.get("Output", report.get("decision", "?")))
+    reasons = report.get("reasons") or []
+    lines = ["metrics against production (the challenger's held-out users)", table]
+    limits = (
+        f"min {_fmt(report.get('min_value'))}, max regression {_fmt(report.get('max_regression'))}"
+    )
+    lines.append(
+        f"gate: {decision.upper()} on {report.get('metric')} ({limits})"
+        + ("" if not reasons else " - " + "; ".join(str(r) for r in reasons))
+    )
+    return lines
+
+
+def _deploy_section(tasks: dict[str, TaskOutput]) -> list[str]:
+    indexed = tasks.get("build-index")
+    if indexed is None:
+        return ["index: not built (gate failed or run stopped)", "deployed: nothing"]
+    info = indexed.artifacts.get("indexed_model", {}).get("index", {})
+    recall = info.get("recall_at_k")
+    fell_back = " (ANN missed the recall gate: exact fallback)" if info.get("fell_back") else ""
+    lines = [
+        f"index: {info.get('kind')} over {int(info.get('num_items', 0))} items, "
+        f"recall@{int(info.get('k', 0))} vs exact {_fmt(recall)}{fell_back}"
+    ]
+    deployed = tasks.get("deploy")
+    if deployed is None:
+        return lines + ["deployed: nothing (deploy did not finish)"]
+    meta = deployed.artifacts.get("deployment", {})
+    lines.append(
+        f"deployed: version {int(float(meta.get('version', 0)))} -> {meta.get('stage')}"
+        f" (registry: production {_version(meta.get('production_version'))},"
+        f" canary {_version(meta.get('canary_version'))})"
+    )
+    return lines
+
+
+def format_summary(run_dir: str | Path, task_seconds: dict[str, float] | None = None) -> str:
+    """The human-readable summary of one local run."""
+    tasks = read_run(run_dir)
+    parts = _data_section(tasks) + [""] + _metrics_section(tasks) + [""] + _deploy_section(tasks)
+    if task_seconds:
+        total = sum(task_seconds.values())
+        timing = ", ".join(f"{name} {sec:.0f}s" for name, sec in task_seconds.items())
+        parts += ["", f"time: {total:.0f} s in steps ({timing})"]
+    return "\n".join(parts)
