@@ -25,11 +25,12 @@ OVERRIDES = [
     "model.num_interests=4",
     "model.dropout=0.0",
     "loss.kind=full_softmax",
+    "loss.readout=target_aware",
     "optim.lr=0.005",
     "optim.batch_size=256",
     "optim.max_epochs=4",
     "optim.patience=3",
-    "optim.num_threads=2",
+    "optim.num_threads=1",
     "eval.metric=recall@20",
 ]
 
