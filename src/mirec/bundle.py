@@ -15,10 +15,7 @@ checksum does not match the manifest, with a ``BundleMismatchError`` that names 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 import platform
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,28 +29,25 @@ import torch
 from mirec.config import TrainConfig, from_dict
 from mirec.data.vocab import Vocabulary
 from mirec.errors import BundleMismatchError, ConfigError
+from mirec.manifest import (
+    BUNDLE_FORMAT,
+    file_sha256,
+    read_manifest,
+    verify_files,
+    write_manifest,
+)
+from mirec.manifest import MANIFEST as MANIFEST
 from mirec.models import build_model
 from mirec.models.two_tower import TwoTower
 
 log = logging.getLogger(__name__)
 
-BUNDLE_FORMAT = 1
-MANIFEST = "manifest.json"
 MODEL_FILE = "model.pt"
 VOCAB_FILE = "vocab.json"
 ITEM_VECS_FILE = "item_vecs.npy"
 ITEM_ATTRS_FILE = "item_attrs.npy"
 INDEX_FILE = "index.faiss"
 _PACKAGES = ("mirec", "torch", "numpy", "pandas", "faiss-cpu")
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def package_versions() -> dict[str, str]:
@@ -162,40 +156,6 @@ class ModelBundle:
 
 def _attr_tensor(attrs: np.ndarray | None) -> torch.Tensor | None:
     return None if attrs is None else torch.from_numpy(np.ascontiguousarray(attrs, dtype=np.int64))
-
-
-def read_manifest(directory: Path) -> dict[str, Any]:
-    """Read and sanity-check ``manifest.json``."""
-    path = directory / MANIFEST
-    if not path.is_file():
-        raise BundleMismatchError(f"bundle {directory}: {MANIFEST} is missing")
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleMismatchError(f"bundle {directory}: {MANIFEST} is corrupt: {exc}") from exc
-    fmt = manifest.get("bundle_format") if isinstance(manifest, dict) else None
-    if fmt != BUNDLE_FORMAT:
-        raise BundleMismatchError(
-            f"bundle {directory}: bundle_format {fmt!r} is not supported (expected {BUNDLE_FORMAT})"
-        )
-    return manifest
-
-
-def verify_files(directory: Path, manifest: dict[str, Any]) -> None:
-    """Check that every file listed in the manifest exists with the recorded checksum."""
-    for name, expected in manifest.get("files", {}).items():
-        path = directory / name
-        if not path.is_file():
-            raise BundleMismatchError(f"bundle {directory}: file {name} is missing")
-        if file_sha256(path) != expected:
-            raise BundleMismatchError(f"bundle {directory}: file {name} is corrupt (checksum)")
-
-
-def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
-    """Write the manifest atomically (temp file, then rename)."""
-    tmp = directory / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, directory / MANIFEST)
 
 
 def attach_file(directory: str | Path, name: str, extra: dict[str, Any] | None = None) -> None:

@@ -30,7 +30,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mirec.errors import BundleMismatchError, RegistryError
+from mirec.errors import RegistryError
+from mirec.manifest import read_manifest
 
 if TYPE_CHECKING:
     from bentoml._internal.models import Model, ModelStore
@@ -39,7 +40,6 @@ log = logging.getLogger(__name__)
 
 MODEL_NAME = "mirec_bundle"  # the BentoML model name of every bundle
 BUNDLE_DIR = "bundle"  # the bundle's folder inside the BentoML model
-MANIFEST = "manifest.json"
 REGISTRY_FILE = "registry.json"
 REGISTRY_FORMAT = 1
 PRODUCTION, CANARY = "production", "canary"
@@ -97,19 +97,6 @@ def _empty_state() -> dict[str, Any]:
         "previous_production": [],  # stack of earlier production versions, for rollback
         "history": [],
     }
-
-
-def _read_manifest(bundle: Path) -> dict[str, Any]:
-    path = bundle / MANIFEST
-    if not path.is_file():
-        raise BundleMismatchError(f"bundle {bundle}: {MANIFEST} is missing")
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleMismatchError(f"bundle {bundle}: {MANIFEST} is corrupt: {exc}") from exc
-    if not isinstance(manifest, dict) or "bundle_format" not in manifest:
-        raise BundleMismatchError(f"bundle {bundle}: {MANIFEST} has no bundle_format")
-    return manifest
 
 
 class Registry:
@@ -217,7 +204,7 @@ class Registry:
             BundleMismatchError: the directory is not a bundle.
         """
         bundle = Path(bundle_dir)
-        _read_manifest(bundle)
+        read_manifest(bundle)
         key = (data_fingerprint, config_hash(config), code_version)
         saved: list[str] = []
         try:

@@ -235,7 +235,7 @@ def deploy_model(
     give back the registered version. Lineage records the pipeline run, the gate's decision,
     both metric sets, the index and the Feast repository the model's features came from.
     """
-    from mirec.bundle import read_manifest
+    from mirec.manifest import read_manifest
     from mirec.registry import CANARY, PRODUCTION, Registry, deploy_version
 
     bundle = Path(model_dir)
