@@ -39,7 +39,12 @@ DATASETS = {  # name -> (folder, config prefix, metric columns)
         ["recall@20", "recall@50", "hr@20", "hr@50", "ndcg@20", "ndcg@50"],
     ),
 }
-MODELS = ("sasrec", "comirec_sa", "comirec_dr", "mind")
+# Models trained by default per dataset; each is configs/<prefix>_<model>.yaml.
+# sasrec_attr: SASRec whose item tower adds the items' attribute embeddings (brand, categories).
+MODELS = {
+    "beauty": ("sasrec", "sasrec_attr"),
+    "ml-100k": ("sasrec", "comirec_sa", "comirec_dr", "mind"),
+}
 # Published full-ranking anchors on the same Beauty files and protocol (shared ANCHORS.md §1,
 # test; history scored 0 as in the reference code): HR@5, HR@20, NDCG@5, NDCG@20.
 BEAUTY_ANCHORS = {
@@ -168,7 +173,9 @@ def main() -> int:
         "--data-root", default=os.environ.get("MIREC_SHARED_DATA", "../shared/data")
     )
     parser.add_argument("--datasets", default="beauty,ml-100k")
-    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument(
+        "--models", default=None, help="comma-separated models (default: each dataset's list)"
+    )
     parser.add_argument("--out", default="runs/bench_quality", help="training run directories")
     parser.add_argument("--keep", action="store_true", help="merge into the existing results file")
     parser.add_argument("--no-floors", action="store_true", help="skip popularity and ItemKNN")
@@ -180,7 +187,8 @@ def main() -> int:
         results = _previous(ds_key) if args.keep else {}
         if not args.no_floors:
             results.update(floors(ds_key, prefix, data_path))
-        for model in [m for m in args.models.split(",") if m]:
+        models = args.models.split(",") if args.models is not None else MODELS[ds_key]
+        for model in [m for m in models if m]:
             results[model] = train_model(ds_key, prefix, data_path, model, Path(args.out))
         report = render(ds_key, results)
         print(report, flush=True)

@@ -11,11 +11,13 @@ def evaluate(
     model: Input[Model],
     events: Input[Dataset],
     registry_root: str,
+    run_id: str,
     challenger_metrics: Output[Metrics],
     production_metrics: Output[Metrics],
     gate_report: Output[Artifact],
 ) -> str:
-    """Log both metric sets and the gate's decision; return ``"pass"`` or ``"fail"``."""
+    """Log both metric sets and the gate's decision (also recorded in the registry, pass or
+    fail); return ``"pass"`` or ``"fail"``."""
     import json
 
     from mirec.steps.model import (
@@ -24,7 +26,7 @@ def evaluate(
         evaluate_challenger,
     )
 
-    result = evaluate_challenger(model.path, events.path, registry_root)
+    result = evaluate_challenger(model.path, events.path, registry_root, run_id=run_id)
     for name, value in result.metrics.items():
         if name.startswith(GATE_PREFIX_CHALLENGER):
             challenger_metrics.log_metric(name[len(GATE_PREFIX_CHALLENGER) :], value)

@@ -68,7 +68,12 @@ def retraining(
         train_config=train_config,
         num_workers=num_workers,
     ).after(checked_set)
-    gate = evaluate(model=trained.outputs["model"], events=events, registry_root=registry_root)
+    gate = evaluate(
+        model=trained.outputs["model"],
+        events=events,
+        registry_root=registry_root,
+        run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+    )
     gate.set_caching_options(False)
 
     with dsl.If(gate.outputs["Output"] == "pass", name="gate-passed"):

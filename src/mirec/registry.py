@@ -96,6 +96,7 @@ def _empty_state() -> dict[str, Any]:
         "stages": {PRODUCTION: None, CANARY: None},
         "previous_production": [],  # stack of earlier production versions, for rollback
         "history": [],
+        "gate_decisions": [],  # every evaluation gate's outcome, pass or fail, oldest first
     }
 
 
@@ -340,6 +341,23 @@ class Registry:
     def history(self) -> list[dict[str, Any]]:
         """Registrations and stage changes, oldest first, each with its UTC time ``at``."""
         return list(self._read()["history"])
+
+    def record_gate(self, report: dict[str, Any]) -> dict[str, Any]:
+        """Append one evaluation gate's outcome (pass or fail) to the registry; return it.
+
+        Args:
+            report: the gate's decision, metric, values, reasons, both metric sets and the
+                challenger's lineage (pipeline run id, data fingerprint); JSON-serialisable.
+        """
+        entry = {"at": _now(), **report}
+        with self._transaction() as state:
+            state.setdefault("gate_decisions", []).append(entry)
+        log.info("gate %s recorded in %s", report.get("decision"), self.path)
+        return entry
+
+    def gate_decisions(self) -> list[dict[str, Any]]:
+        """Every recorded gate outcome, oldest first."""
+        return list(self._read().get("gate_decisions", []))
 
     # --- export / import --------------------------------------------------------------------
 

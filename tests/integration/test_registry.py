@@ -231,3 +231,15 @@ def test_bentoml_home_defaults_under_root(tmp_path: Path, monkeypatch) -> None:
     assert os.environ["BENTOML_HOME"] == str((tmp_path / "root" / "bentoml").resolve())
     version = register(reg, make_bundle(tmp_path / "b"), "data-0")
     assert reg.bundle_path(version.version).is_relative_to(tmp_path / "root" / "bentoml")
+
+
+def test_gate_decisions_are_recorded_pass_or_fail(two_versions) -> None:
+    reg, first, _ = two_versions
+    reg.set_stage("production", first.version)
+    reg.record_gate({"decision": "fail", "metric": "recall@20", "reasons": ["below 0.9"]})
+    reg.record_gate({"decision": "pass", "metric": "recall@20", "reasons": []})
+    decisions = reg.gate_decisions()
+    assert [d["decision"] for d in decisions] == ["fail", "pass"]
+    assert decisions[0]["reasons"] == ["below 0.9"] and decisions[0]["at"] < decisions[1]["at"]
+    production = reg.stage("production")
+    assert production is not None and production.version == first.version  # stages untouched

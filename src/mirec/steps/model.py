@@ -103,9 +103,12 @@ def production_bundle(registry_root: str | Path) -> tuple[ModelBundle | None, st
 
 
 def evaluate_challenger(
-    model_dir: str | Path, events_dir: str | Path, registry_root: str | Path
+    model_dir: str | Path, events_dir: str | Path, registry_root: str | Path, run_id: str = ""
 ) -> StepResult:
     """Evaluate challenger and production on the challenger's held-out split, then gate.
+
+    The decision, both metric sets and the challenger's lineage (``run_id``, data fingerprint,
+    config hash) are recorded in the registry whether the gate passes or fails.
 
     Returns:
         ``metrics`` = ``challenger/<m>`` and ``production/<m>`` (absent without production);
@@ -140,7 +143,30 @@ def evaluate_challenger(
         "min_value": cfg.gate.min_value,
         "max_regression": cfg.gate.max_regression,
     }
+    _record_gate(registry_root, challenger, metadata, metrics, run_id)
     return StepResult(metrics=metrics, metadata=metadata, decision=result.decision)
+
+
+def _record_gate(
+    registry_root: str | Path,
+    challenger: ModelBundle,
+    metadata: dict[str, Any],
+    metrics: dict[str, float],
+    run_id: str,
+) -> None:
+    """Write the gate's outcome into the registry's ``gate_decisions`` log."""
+    from mirec.registry import Registry, config_hash
+
+    Registry(registry_root).record_gate(
+        {
+            **metadata,
+            "metrics": metrics,
+            "pipeline_run_id": run_id,
+            "data_fingerprint": challenger.data_fingerprint,
+            "config_hash": config_hash(challenger.config.model_dump(mode="json")),
+            "code_version": code_version(),
+        }
+    )
 
 
 @torch.no_grad()
