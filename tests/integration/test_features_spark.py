@@ -16,7 +16,13 @@ from mirec.data.splits import make_split, split_to_frame
 from mirec.data.synthetic import generate
 from mirec.data.vocab import Vocabulary
 from mirec.features import sequences as seq
-from mirec.features.build import FeatureBuildConfig, build_dataset, build_features, vocab_frame
+from mirec.features.build import (
+    FeatureBuildConfig,
+    build_dataset,
+    build_features,
+    shuffle_partitions_for,
+    vocab_frame,
+)
 from mirec.features.repo import Layout
 from mirec.schema import (
     EVENT_IMPRESSION,
@@ -33,6 +39,7 @@ from mirec.schema import (
     NUM_EVENTS,
     REASON,
     SEQ_POS,
+    SPLIT,
     USER_HISTORY_FV,
     USER_ID,
 )
@@ -62,10 +69,10 @@ def spark_examples(
     """The Spark training examples of ``cfg.protocol`` for ``dataset`` (no files written)."""
     events = spark.createDataFrame(dataset.events)  # type: ignore[attr-defined]
     encoded = seq.encode_items(seq.behaviour_events(events), vocab_frame(spark, vocab))
-    ordered = seq.ordered_events(encoded, 50, cfg.max_len)
+    per_user = seq.user_sequences(encoded)
     if cfg.protocol == "B":
-        return seq.training_examples_b(ordered).toPandas()
-    return seq.training_examples_a(ordered, encoded, cfg).toPandas()
+        return seq.training_examples_b(per_user, cfg.max_len).toPandas()
+    return seq.training_examples_a(per_user, cfg).toPandas()
 
 
 @pytest.mark.parametrize("protocol,max_len", [("A", 7), ("B", 50)])
@@ -187,7 +194,8 @@ def test_vocabulary_is_extended_append_only(spark: object, tmp_path: Path) -> No
 
 def test_build_dataset_writes_every_table(spark: object, tmp_path: Path) -> None:
     dataset = generate(**TINY)
-    result = build_dataset(dataset, tmp_path / "wd", cfg=FeatureBuildConfig(), spark=spark, now=NOW)
+    cfg = FeatureBuildConfig(protocols=("A", "B"), data=DataConfig(max_len=7))
+    result = build_dataset(dataset, tmp_path / "wd", cfg=cfg, spark=spark, now=NOW)
     layout = result.layout
     events = pd.read_parquet(layout.events)
     assert str(events[EVENT_TS].dtype) == "datetime64[us, UTC]"
@@ -196,6 +204,15 @@ def test_build_dataset_writes_every_table(spark: object, tmp_path: Path) -> None
     assert np.array_equal(np.sort(items[ITEM_IDX].to_numpy()), np.arange(1, len(items) + 1))
     assert items[ITEM_POPULARITY].sum() == len(dataset.events)
     assert result.manifest["counts"]["users"] == dataset.events[USER_ID].nunique()
+    # The manifest's counts are computed, not read back: they match the written tables.
+    history = pd.read_parquet(layout.table(USER_HISTORY_FV))
+    assert result.manifest["counts"]["snapshot_rows"] == history[SEQ_POS].notna().sum()
+    assert result.manifest["spark"]["shuffle_partitions"] >= 1
+    for protocol in ("A", "B"):
+        rows = pd.read_parquet(layout.training_examples(protocol))
+        assert rows[HIST_ITEM_IDS].map(len).max() == 7
+        split_rows = rows[SPLIT].value_counts().sort_index().to_dict()
+        assert result.manifest["training_examples"][protocol] == split_rows
 
 
 def test_validation_hooks_quarantine_bad_rows_and_check_tables(
@@ -229,3 +246,10 @@ def test_validation_hooks_quarantine_bad_rows_and_check_tables(
     assert "zz" not in Vocabulary.load(result.layout.vocab).ids
     assert list((workdir / "docs").rglob("*.html"))  # GX Data Docs written
     assert result.manifest["seconds"]["table_suites"] > 0
+
+
+@pytest.mark.parametrize(
+    "mib,cores,expected", [(0, 2, 2), (14, 2, 2), (140, 2, 6), (1400, 2, 44), (100, 16, 16)]
+)
+def test_shuffle_partitions_follow_the_input_size(mib: int, cores: int, expected: int) -> None:
+    assert shuffle_partitions_for(mib * 2**20, cores) == expected

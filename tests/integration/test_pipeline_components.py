@@ -102,6 +102,7 @@ def _gate(
         model=model,
         events=events,
         registry_root=str(registry),
+        run_id=f"run-{name}",
         challenger_metrics=ours,
         production_metrics=theirs,
         gate_report=report,
@@ -168,6 +169,11 @@ def test_gate_without_production_checks_thresholds_only(
     decision, _, _, report = _gate(work, "strict", strict, checked, work / "reg_first")
     assert decision == "fail"
     assert "threshold" in report.metadata["reasons"][0]
+    recorded = Registry(work / "reg_first").gate_decisions()  # pass and fail both recorded
+    assert [(g["decision"], g["pipeline_run_id"]) for g in recorded] == [
+        ("pass", "run-first"),
+        ("fail", "run-strict"),
+    ]
 
 
 def test_index_then_deploy_production_canary_and_idempotence(

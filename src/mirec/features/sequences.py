@@ -4,6 +4,12 @@ DataFrame -> DataFrame functions; reading and writing live in ``mirec.features.b
 order is (``EVENT_TS``, ``SEQ_POS``) as in ``mirec.data``, and only ``BEHAVIOUR_EVENT_TYPES``
 enter sequences.
 
+One shuffle and one sort per build: ``user_sequences`` groups each user's events into arrays in
+event order, and every per-user output (snapshots, "as of build" rows, training examples, their
+counts) is derived from that frame with array slices, O(N) per event also for a user with 10^5
+events. No sliding window frames: they re-aggregate N rows for every event, and each output
+would sort the events again.
+
 Snapshot semantics and tied timestamps. The snapshot row of an event e holds the last N
 behaviour events with ``EVENT_TS`` strictly before ``EVENT_TS(e)`` and is stamped
 ``event_timestamp = EVENT_TS(e)``. Feast identifies a feature row by (entity, event_timestamp)
@@ -23,7 +29,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from pyspark.sql import Column, Window
+from pyspark.sql import Column
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -56,22 +62,53 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
 TRAIN, VALID, TEST = SPLITS
-# Helper columns of the ordered event frame (never written).
-POS = "_pos"  # 1-based position of the event in its user's sequence
-USER_LEN = "_user_len"  # behaviour events of the user
-TS_US = "_ts_us"  # EVENT_TS as microseconds since the unix epoch
-RAW_ITEMS = "_raw_items"  # the hist_len items before the event in (ts, seq_pos) order
-RAW_TS = "_raw_ts"  # their timestamps (microseconds)
-TRAIN_HIST = "_train_hist"  # the max_len items before the event (training examples)
+# Helper columns of the per-user frame (never written).
+ITEMS = "_items"  # the user's behaviour items in (EVENT_TS, SEQ_POS) order
+TIMES = "_times"  # their EVENT_TS as microseconds since the unix epoch
+POSITIONS = "_positions"  # their SEQ_POS
+USER_LEN = "_user_len"  # number of behaviour events of the user
+_STARTS = "_starts"  # 1-based positions where a new timestamp begins
+_GROUP = "_group"  # 0-based index of a tie group (events sharing a timestamp)
+_START = "_start"  # first position of a tie group
+_POS = "_pos"  # 1-based position of an event in its user's sequence
+_ITEM = "_item"
 _ROW = "_row"
 _STRING_ARRAY = T.ArrayType(T.StringType())
+
+
+def _is_behaviour(events: DataFrame) -> Column:
+    """True for ``BEHAVIOUR_EVENT_TYPES`` rows (every row when there is no ``EVENT_TYPE``)."""
+    if EVENT_TYPE not in events.columns:
+        return F.lit(True)
+    return F.col(EVENT_TYPE).isin(list(BEHAVIOUR_EVENT_TYPES))
 
 
 def behaviour_events(events: DataFrame) -> DataFrame:
     """Keep ``BEHAVIOUR_EVENT_TYPES`` rows (all rows when there is no ``EVENT_TYPE`` column)."""
     if EVENT_TYPE not in events.columns:
         return events
-    return events.filter(F.col(EVENT_TYPE).isin(list(BEHAVIOUR_EVENT_TYPES)))
+    return events.filter(_is_behaviour(events))
+
+
+def item_counts(events: DataFrame, catalog: DataFrame | None) -> DataFrame:
+    """Every item id of the events (any type) and the catalog, with its behaviour events.
+
+    One aggregation serves both the vocabulary (the ids) and the item popularity (the counts).
+
+    Args:
+        events: [E] events (``ITEM_ID``, optional ``EVENT_TYPE``); null item ids are left out.
+        catalog: ``ITEM_ID`` of the catalog items (popularity 0 unless in events), or None.
+
+    Returns:
+        [I] ``ITEM_ID``, ``ITEM_POPULARITY`` (number of behaviour events; null when none).
+    """
+    flags = events.where(F.col(ITEM_ID).isNotNull()).select(
+        ITEM_ID, _is_behaviour(events).cast("long").alias(ITEM_POPULARITY)
+    )
+    if catalog is not None:
+        listed = catalog.select(ITEM_ID, F.lit(0).cast("long").alias(ITEM_POPULARITY))
+        flags = flags.unionByName(listed)
+    return flags.groupBy(ITEM_ID).agg(F.sum(ITEM_POPULARITY).alias(ITEM_POPULARITY))
 
 
 def encode_items(events: DataFrame, vocab: DataFrame) -> DataFrame:
@@ -82,53 +119,123 @@ def encode_items(events: DataFrame, vocab: DataFrame) -> DataFrame:
     return events.join(F.broadcast(vocab.select(ITEM_ID, ITEM_IDX)), on=ITEM_ID, how="inner")
 
 
-def ordered_events(encoded: DataFrame, hist_len: int, max_len: int) -> DataFrame:
-    """One window pass over each user's events in (``EVENT_TS``, ``SEQ_POS``) order.
+def user_sequences(encoded: DataFrame) -> DataFrame:
+    """Each user's behaviour events as arrays in (``EVENT_TS``, ``SEQ_POS``) order.
+
+    The one shuffle of the build: the events are repartitioned by user (so the grouping runs once,
+    after the shuffle, without a map-side partial aggregation) and ``sort_array`` orders each
+    user's events (the order ``collect_list`` meets them in is not guaranteed). Every output is
+    then derived per user with array slices, O(N) per event even for a user with 10^5 events;
+    cache the frame when more than one output is written from it.
 
     Args:
         encoded: [E] behaviour events with ``ITEM_IDX``.
-        hist_len: N of the snapshots (items kept before each event).
-        max_len: history window of the training examples.
 
     Returns:
-        [E] rows: ``USER_ID``, ``ITEM_IDX``, ``EVENT_TS``, ``SEQ_POS`` + ``POS``, ``USER_LEN``,
-        ``RAW_ITEMS`` / ``RAW_TS`` (the ``hist_len`` events before, oldest first) and
-        ``TRAIN_HIST`` (the ``max_len`` items before).
+        [U] rows: ``USER_ID``, ``ITEMS``, ``TIMES`` (µs), ``POSITIONS`` (int64 [L] each, the
+        same order) and ``USER_LEN`` (L >= 1).
     """
-    order = Window.partitionBy(USER_ID).orderBy(EVENT_TS, SEQ_POS)
-    user = Window.partitionBy(USER_ID)
-    before = order.rowsBetween(-hist_len, -1)
-    # The user length first: its window buffers whole users, cheaper before the arrays exist.
-    frame = encoded.select(
-        USER_ID,
-        ITEM_IDX,
-        EVENT_TS,
-        SEQ_POS,
-        F.unix_micros(EVENT_TS).alias(TS_US),
-        F.count(F.lit(1)).over(user).alias(USER_LEN),
+    event = F.struct(
+        F.unix_micros(EVENT_TS).alias(TIMES),
+        F.col(SEQ_POS).alias(POSITIONS),
+        F.col(ITEM_IDX).alias(ITEMS),
     )
-    columns = [
-        F.row_number().over(order).alias(POS),
-        F.collect_list(ITEM_IDX).over(before).alias(RAW_ITEMS),
-        F.collect_list(TS_US).over(before).alias(RAW_TS),
-    ]
-    if max_len != hist_len:
-        window = order.rowsBetween(-max_len, -1)
-        columns.append(F.collect_list(ITEM_IDX).over(window).alias(TRAIN_HIST))
-    out = frame.select("*", *columns)
-    return out if max_len != hist_len else out.withColumn(TRAIN_HIST, F.col(RAW_ITEMS))
+    per_user = (
+        encoded.repartition(USER_ID)
+        .groupBy(USER_ID)
+        .agg(F.sort_array(F.collect_list(event)).alias(_ROW))
+    )
+    row = F.col(_ROW)
+    return per_user.select(
+        USER_ID,
+        row.getField(ITEMS).alias(ITEMS),
+        row.getField(TIMES).alias(TIMES),
+        row.getField(POSITIONS).alias(POSITIONS),
+        F.size(row).alias(USER_LEN),
+    )
 
 
-def _last_n(values: Column, n: int) -> Column:
-    """The last ``n`` elements of an array column (all of them when shorter)."""
-    return F.slice(values, F.greatest(F.size(values) - F.lit(n - 1), F.lit(1)), F.lit(n))
+def _window(values: Column, end: Column, n: int) -> Column:
+    """Elements ``end - n + 1 .. end`` (1-based, clipped at 1) of an array: [min(end, n)]."""
+    return F.slice(values, F.greatest(end - F.lit(n - 1), F.lit(1)), F.least(end, F.lit(n)))
 
 
-def user_history_rows(ordered: DataFrame, hist_len: int, build_ts: datetime) -> DataFrame:
-    """Snapshot rows (one per event) plus one "as of build" row per user, in one pass.
+def _tie_starts(times: Column, length: Column) -> Column:
+    """1-based positions whose timestamp differs from the one before (position 1 included): [K].
+
+    O(L): two ``zip_with`` passes whose lambdas read only their arguments (an outer column
+    referenced inside a lambda may be evaluated again for every element).
+    """
+    previous = F.concat(F.array(F.lit(None).cast("long")), F.slice(times, 1, length - 1))
+    changed = F.zip_with(times, previous, lambda now, before: ~now.eqNullSafe(before))
+    positions = F.sequence(F.lit(1), length)
+    return F.array_compact(F.zip_with(changed, positions, lambda new, i: F.when(new | (i == 1), i)))
+
+
+def _snapshot_rows(per_user: DataFrame, hist_len: int) -> DataFrame:
+    """One snapshot row per event; the events of a tie group share their values.
+
+    Per user, the tie groups are exploded first (each gets the ``hist_len`` items before its
+    first position), then the events of each group: no array longer than N is copied per row.
+    """
+    with_starts = per_user.select(
+        USER_ID,
+        ITEMS,
+        TIMES,
+        POSITIONS,
+        USER_LEN,
+        _tie_starts(F.col(TIMES), F.col(USER_LEN)).alias(_STARTS),
+    )
+    groups = with_starts.select(
+        USER_ID,
+        ITEMS,
+        TIMES,
+        POSITIONS,
+        USER_LEN,
+        _STARTS,
+        # _outer: never empty here, and no inferred size() > 0 filter evaluating the lambdas again
+        F.posexplode_outer(_STARTS).alias(_GROUP, _START),
+    )
+    start = F.col(_START)
+    end = F.coalesce(F.get(F.col(_STARTS), F.col(_GROUP) + 1), F.col(USER_LEN) + 1)
+    event_ts = F.timestamp_micros(F.element_at(TIMES, start))
+    items = _window(F.col(ITEMS), start - 1, hist_len)
+    rows = groups.select(
+        USER_ID,
+        F.explode(F.slice(POSITIONS, start, end - start)).alias(SEQ_POS),
+        event_ts.alias(FEAST_TS),
+        event_ts.alias(FEAST_CREATED_TS),
+        items.alias(HIST_ITEM_IDS),
+        _window(F.col(TIMES), start - 1, hist_len).alias(HIST_TS),
+        F.size(items).cast("long").alias(HIST_LEN),
+        (start - 1).cast("long").alias(NUM_EVENTS),
+    )
+    return rows.withColumn(ROW_KIND, F.lit(ROW_EVENT))
+
+
+def _latest_rows(per_user: DataFrame, hist_len: int, build_ts: datetime) -> DataFrame:
+    """One "as of build" row per user: the last N of all its events."""
+    length = F.col(USER_LEN)
+    latest_ts = F.greatest(F.lit(build_ts), F.timestamp_micros(F.element_at(TIMES, -1) + 1))
+    items = _window(F.col(ITEMS), length, hist_len)
+    return per_user.select(
+        USER_ID,
+        F.lit(None).cast("long").alias(SEQ_POS),
+        latest_ts.alias(FEAST_TS),
+        latest_ts.alias(FEAST_CREATED_TS),
+        items.alias(HIST_ITEM_IDS),
+        _window(F.col(TIMES), length, hist_len).alias(HIST_TS),
+        F.size(items).cast("long").alias(HIST_LEN),
+        length.cast("long").alias(NUM_EVENTS),
+        F.lit(ROW_LATEST).alias(ROW_KIND),
+    )
+
+
+def user_history_rows(per_user: DataFrame, hist_len: int, build_ts: datetime) -> DataFrame:
+    """Snapshot rows (one per event) plus one "as of build" row per user.
 
     Args:
-        ordered: the output of ``ordered_events``.
+        per_user: the output of ``user_sequences``.
         hist_len: N.
         build_ts: the build time (UTC); the "as of build" rows get
             ``max(build_ts, last event + 1 µs)`` as event timestamp.
@@ -139,69 +246,48 @@ def user_history_rows(ordered: DataFrame, hist_len: int, build_ts: datetime) -> 
         ``HIST_LEN``, ``NUM_EVENTS``, ``ROW_KIND`` (``ROW_EVENT`` | ``ROW_LATEST``: the
         partition column of the written table).
     """
-    tie = Window.partitionBy(USER_ID, EVENT_TS).orderBy(SEQ_POS)
-    tied = ordered.select(
-        "*",
-        F.first(RAW_ITEMS).over(tie).alias(HIST_ITEM_IDS),
-        F.first(RAW_TS).over(tie).alias(HIST_TS),
-        (F.first(POS).over(tie) - 1).cast("long").alias(NUM_EVENTS),
-    )
-    snapshot = F.struct(
-        F.col(USER_ID),
-        F.col(SEQ_POS),
-        F.col(EVENT_TS).alias(FEAST_TS),
-        F.col(EVENT_TS).alias(FEAST_CREATED_TS),
-        F.col(HIST_ITEM_IDS),
-        F.col(HIST_TS),
-        F.size(HIST_ITEM_IDS).cast("long").alias(HIST_LEN),
-        F.col(NUM_EVENTS),
-        F.lit(ROW_EVENT).alias(ROW_KIND),
-    )
-    all_items = _last_n(F.concat(RAW_ITEMS, F.array(ITEM_IDX)), hist_len)
-    all_ts = _last_n(F.concat(RAW_TS, F.array(TS_US)), hist_len)
-    latest_ts = F.greatest(F.lit(build_ts), F.timestamp_micros(F.col(TS_US) + 1))
-    latest = F.struct(
-        F.col(USER_ID),
-        F.lit(None).cast("long").alias(SEQ_POS),
-        latest_ts.alias(FEAST_TS),
-        latest_ts.alias(FEAST_CREATED_TS),
-        all_items.alias(HIST_ITEM_IDS),
-        all_ts.alias(HIST_TS),
-        F.size(all_items).cast("long").alias(HIST_LEN),
-        F.col(USER_LEN).cast("long").alias(NUM_EVENTS),
-        F.lit(ROW_LATEST).alias(ROW_KIND),
-    )
-    rows = F.when(F.col(POS) == F.col(USER_LEN), F.array(snapshot, latest)).otherwise(
-        F.array(snapshot)
-    )
-    return tied.select(F.explode(rows).alias(_ROW)).select(f"{_ROW}.*")
+    snapshots = _snapshot_rows(per_user, hist_len)
+    return snapshots.unionByName(_latest_rows(per_user, hist_len, build_ts))
 
 
-def _example_rows(ordered: DataFrame, split: Column) -> DataFrame:
-    return ordered.select(
-        F.col(USER_ID),
-        split.alias(SPLIT),
-        F.col(TRAIN_HIST).alias(HIST_ITEM_IDS),
-        F.array(ITEM_IDX).alias(TARGET_ITEM_IDS),
+def _prefix_rows(per_user: DataFrame, max_len: int) -> DataFrame:
+    """Every event after a user's first, with the ``max_len`` items before it as history.
+
+    Returns:
+        [R] ``USER_ID``, ``POS`` (2..L), ``USER_LEN``, ``HIST_ITEM_IDS``, ``TARGET_ITEM_IDS``.
+    """
+    events = per_user.select(USER_ID, ITEMS, USER_LEN, F.posexplode(ITEMS).alias(_POS, _ITEM))
+    pos = F.col(_POS) + 1
+    return events.where(pos >= 2).select(
+        USER_ID,
+        pos.alias(_POS),
+        USER_LEN,
+        _window(F.col(ITEMS), pos - 1, max_len).alias(HIST_ITEM_IDS),
+        F.array(_ITEM).alias(TARGET_ITEM_IDS),
     )
 
 
-def training_examples_b(ordered: DataFrame) -> DataFrame:
+def training_examples_b(per_user: DataFrame, max_len: int) -> DataFrame:
     """Protocol B (leave-one-out) rows, the same as ``split_to_frame`` (row order aside).
 
     A user with n >= 3 events: test = event n, valid = event n-1, train = events 2..n-2 (each
     with the ``max_len`` items before it); a user with fewer: train = events 2..n.
 
+    Args:
+        per_user: the output of ``user_sequences``.
+        max_len: history window of the examples.
+
     Returns:
         [R] ``USER_ID``, ``SPLIT``, ``HIST_ITEM_IDS``, ``TARGET_ITEM_IDS`` (one item).
     """
-    pos, n = F.col(POS), F.col(USER_LEN)
+    pos, n = F.col(_POS), F.col(USER_LEN)
     split = (
         F.when((n >= 3) & (pos == n), F.lit(TEST))
         .when((n >= 3) & (pos == n - 1), F.lit(VALID))
         .otherwise(F.lit(TRAIN))
     )
-    return _example_rows(ordered.filter(pos >= 2), split)
+    rows = _prefix_rows(per_user, max_len)
+    return rows.select(USER_ID, split.alias(SPLIT), HIST_ITEM_IDS, TARGET_ITEM_IDS)
 
 
 def user_bucket(user_id: Column, seed: int) -> Column:
@@ -231,43 +317,61 @@ def _is_eval_user(part: Column, cut: Column, length: Column) -> Column:
     return (part != F.lit(TRAIN)) & (cut > 0) & (cut < length)
 
 
-def training_examples_a(ordered: DataFrame, encoded: DataFrame, cfg: DataConfig) -> DataFrame:
+def training_examples_a(per_user: DataFrame, cfg: DataConfig) -> DataFrame:
     """Protocol A (user split) rows, the same as ``split_to_frame`` (row order aside).
 
-    Training users give every prefix (from the window pass); valid / test users give one row:
-    the ``max_len`` items before the cut as history and every later item as targets (a
-    per-user aggregate over the ~20% of events that belong to such users).
+    Training users give every prefix; valid / test users give one row: the ``max_len`` items
+    before the cut as history and every later item as targets.
 
     Args:
-        ordered: the output of ``ordered_events``.
-        encoded: the behaviour events with ``ITEM_IDX`` (input of ``ordered_events``).
+        per_user: the output of ``user_sequences``.
         cfg: ``split_seed``, fractions and ``max_len``.
+
+    Returns:
+        [R] ``USER_ID``, ``SPLIT``, ``HIST_ITEM_IDS``, ``TARGET_ITEM_IDS``.
     """
     part = user_part(F.col(USER_ID), cfg)
-    n = F.col(USER_LEN)
-    train_rows = ordered.filter(
-        ~_is_eval_user(part, _history_cut(n, cfg), n) & (F.col(POS) >= 2)
-    ).transform(lambda df: _example_rows(df, F.lit(TRAIN)))
-    eval_users = encoded.filter(part != F.lit(TRAIN))
-    seq = F.sort_array(F.collect_list(F.struct(EVENT_TS, SEQ_POS, ITEM_IDX)))
-    per_user = eval_users.groupBy(USER_ID).agg(seq.alias(_ROW))
-    items = F.col(f"{_ROW}.{ITEM_IDX}")
-    length = F.size(_ROW)
+    length = F.col(USER_LEN)
     cut = _history_cut(length, cfg)
-    eval_rows = per_user.filter(_is_eval_user(part, cut, length)).select(
-        F.col(USER_ID),
+    eval_user = _is_eval_user(part, cut, length)
+    train_rows = _prefix_rows(per_user.where(~eval_user), cfg.max_len).select(
+        USER_ID, F.lit(TRAIN).alias(SPLIT), HIST_ITEM_IDS, TARGET_ITEM_IDS
+    )
+    eval_rows = per_user.where(eval_user).select(
+        USER_ID,
         part.alias(SPLIT),
-        F.slice(
-            items, F.greatest(cut - cfg.max_len + 1, F.lit(1)), F.least(cut, F.lit(cfg.max_len))
-        ).alias(HIST_ITEM_IDS),
-        F.slice(items, cut + 1, length - cut).alias(TARGET_ITEM_IDS),
+        _window(F.col(ITEMS), cut, cfg.max_len).alias(HIST_ITEM_IDS),
+        F.slice(ITEMS, cut + 1, length - cut).alias(TARGET_ITEM_IDS),
     )
     return train_rows.unionByName(eval_rows)
 
 
+def example_counts(protocol: str, cfg: DataConfig) -> dict[str, Column]:
+    """Aggregates over ``user_sequences`` rows: the example rows of each split of ``protocol``.
+
+    The same numbers as counting the rows of ``training_examples_a`` / ``_b`` by ``SPLIT``,
+    without reading them back (B: n - 1 rows per user, 2 of them valid / test when n >= 3; A:
+    n - 1 train rows per training user, one valid or test row per evaluation user).
+    """
+    length = F.col(USER_LEN)
+    if protocol == "B":
+        both = length >= 3
+        return {
+            TRAIN: F.sum(F.when(both, length - 3).otherwise(length - 1)),
+            VALID: F.count(F.when(both, 1)),
+            TEST: F.count(F.when(both, 1)),
+        }
+    part = user_part(F.col(USER_ID), cfg)
+    eval_user = _is_eval_user(part, _history_cut(length, cfg), length)
+    return {
+        TRAIN: F.sum(F.when(~eval_user, length - 1).otherwise(0)),
+        VALID: F.count(F.when(eval_user & (part == F.lit(VALID)), 1)),
+        TEST: F.count(F.when(eval_user & (part == F.lit(TEST)), 1)),
+    }
+
+
 def item_features(
     vocab: DataFrame,
-    behaviour: DataFrame,
     catalog: DataFrame | None,
     valid_from: datetime,
     build_ts: datetime,
@@ -275,15 +379,13 @@ def item_features(
     """One row per vocabulary item: index, attributes and popularity as of the build.
 
     Args:
-        vocab: ``ITEM_ID``, ``ITEM_IDX`` (every item of the append-only vocabulary).
-        behaviour: behaviour events (``ITEM_ID``); popularity = their count per item.
+        vocab: ``ITEM_ID``, ``ITEM_IDX``, ``ITEM_POPULARITY`` (every item of the append-only
+            vocabulary with its number of behaviour events, see ``item_counts``).
         catalog: ``ITEM_ID``, ``ITEM_ATTRIBUTES`` (list of str), or None.
         valid_from: the rows' event timestamp (a static table: valid at every time).
         build_ts: the rows' created timestamp.
     """
-    popularity = behaviour.groupBy(ITEM_ID).agg(F.count(F.lit(1)).alias(ITEM_POPULARITY))
-    rows = vocab.select(ITEM_ID, ITEM_IDX).join(popularity, on=ITEM_ID, how="left")
-    rows = _with_attributes(rows, catalog, ITEM_ID, ITEM_ATTRIBUTES)
+    rows = _with_attributes(vocab, catalog, ITEM_ID, ITEM_ATTRIBUTES)
     return rows.select(
         ITEM_ID,
         F.col(ITEM_IDX).cast("long").alias(ITEM_IDX),

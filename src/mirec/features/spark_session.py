@@ -24,7 +24,9 @@ BASE_CONF: Mapping[str, str] = {
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
-    "spark.sql.adaptive.enabled": "true",  # coalesces the 200 shuffle partitions to fit the data
+    # Coalesces small shuffle partitions (the feature build also sets spark.sql.shuffle.partitions
+    # from its input size: AQE does not coalesce a cached frame's partitions).
+    "spark.sql.adaptive.enabled": "true",
     "spark.sql.adaptive.coalescePartitions.enabled": "true",
     # partitionBy with a few values writes without sorting the rows first
     "spark.sql.maxConcurrentOutputFileWriters": "4",
