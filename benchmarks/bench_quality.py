@@ -127,12 +127,13 @@ def floors(ds_key: str, prefix: str, data_path: Path) -> dict[str, dict]:
 def render(ds_key: str, results: dict[str, dict]) -> str:
     """The markdown report of one dataset."""
     cols = DATASETS[ds_key][2]
-    head = ["model", *cols, "train s", "ex/s", "peak MiB"]
+    head = ["model", *cols, "train s", "wall s", "ex/s", "peak MiB"]
     rows = [
         [
             name,
             *[f"{r['metrics'].get('test/' + c, float('nan')):.4f}" for c in cols],
             f"{r['train_seconds']:.0f}",
+            f"{r['wall_seconds']:.0f}",
             f"{r['examples_per_second']:.0f}",
             f"{r['peak_rss_mb']:.0f}",
         ]
@@ -160,6 +161,17 @@ def render(ds_key: str, results: dict[str, dict]) -> str:
             format_table(["model", *acols], arows),
         ]
     return "\n".join(text)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (speeds differ between machines of the same core count)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
 
 
 def _previous(ds_key: str) -> dict[str, dict]:
@@ -194,7 +206,7 @@ def main() -> int:
         print(report, flush=True)
         meta = {
             "dataset": ds_key,
-            "machine": f"{os.cpu_count()} cores, {platform.machine()}",
+            "machine": f"{os.cpu_count()} cores, {platform.machine()}, {cpu_model()}",
             "torch_threads": torch.get_num_threads(),
             "results": results,
         }

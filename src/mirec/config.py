@@ -61,6 +61,9 @@ class LossConfig(_Frozen):
     remove_accidental_hits: bool = True
     readout: Literal["max", "target_aware"] = "max"
     temperature: float = Field(1.0, gt=0)
+    # causal towers (SASRec): a loss at every position of each sequence (one row per user), or
+    # one row per prefix scored at its newest item, as serving scores (~8x the tower's work)
+    causal_targets: Literal["all_positions", "prefixes"] = "all_positions"
     # dtype of the full-softmax logits matmuls; bfloat16 is ~2x faster on CPUs with AMX
     matmul_dtype: Literal["float32", "bfloat16"] = "float32"
 
@@ -69,7 +72,13 @@ class OptimConfig(_Frozen):
     """Optimiser and schedule."""
 
     lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)  # AdamW decoupled decay (linear-layer matrices)
+    embedding_weight_decay: float | None = Field(None, ge=0)  # None: same as weight_decay
+    norm_bias_weight_decay: float | None = Field(None, ge=0)  # None: same as weight_decay
+    lr_schedule: Literal["constant", "cosine", "linear"] = "constant"  # decay over max_epochs
+    warmup_epochs: int = Field(0, ge=0)
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)  # the decayed schedule's floor, x lr
+    ema_decay: float | None = Field(None, gt=0, lt=1)  # validate and ship a weight average
     batch_size: int = Field(256, ge=1)
     max_epochs: int = Field(50, ge=1)
     patience: int = Field(5, ge=1)  # epochs without validation improvement

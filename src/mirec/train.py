@@ -16,6 +16,7 @@ import logging
 import random
 import resource
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -29,7 +30,7 @@ from tqdm import tqdm
 from mirec.bundle import ModelBundle
 from mirec.config import EvalConfig, TrainConfig
 from mirec.data.attributes import attribute_matrix
-from mirec.data.batches import SeqBatch, train_batches
+from mirec.data.batches import SeqBatch, num_train_rows, train_batches
 from mirec.data.events import Dataset
 from mirec.data.samplers import NegativeSampler, build_sampler
 from mirec.data.splits import Split, make_split
@@ -38,6 +39,7 @@ from mirec.evaluate import evaluate_scorer
 from mirec.losses import compute_loss
 from mirec.models import build_model
 from mirec.models.two_tower import TwoTower
+from mirec.optim import ParamEMA, build_optimizer, build_scheduler
 from mirec.schema import EVENT_TS, ITEM_ID, SEQ_POS, USER_ID
 
 log = logging.getLogger(__name__)
@@ -136,16 +138,56 @@ class _State:
     best_state: dict[str, torch.Tensor] | None = None
 
 
-def _save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, st: _State) -> None:
+@dataclass
+class _Stepper:
+    """Optimiser, learning-rate schedule and optional weight average, stepped together."""
+
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    ema: ParamEMA | None
+
+    def step(self) -> None:
+        self.opt.step()
+        self.sched.step()
+        if self.ema is not None:
+            self.ema.update()
+
+    def evaluation_weights(self) -> AbstractContextManager[None]:
+        """Context in which the model holds the weights to validate and keep."""
+        return self.ema.swapped_in() if self.ema is not None else nullcontext()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "optim": self.opt.state_dict(),
+            "sched": self.sched.state_dict(),
+            "ema": None if self.ema is None else self.ema.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.opt.load_state_dict(state["optim"])
+        if "sched" in state:
+            self.sched.load_state_dict(state["sched"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+
+
+def _make_stepper(model: nn.Module, cfg: TrainConfig, split: Split, causal: bool) -> _Stepper:
+    opt = build_optimizer(model, cfg.optim)
+    sched = build_scheduler(opt, cfg.optim, _steps_per_epoch(cfg, split, causal))
+    ema = ParamEMA(model, cfg.optim.ema_decay) if cfg.optim.ema_decay else None
+    return _Stepper(opt, sched, ema)
+
+
+def _save_checkpoint(path: Path, model: nn.Module, stepper: _Stepper, st: _State) -> None:
     tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "optim": opt.state_dict(), "state": st.__dict__}, tmp)
+    torch.save({"model": model.state_dict(), **stepper.state_dict(), "state": st.__dict__}, tmp)
     tmp.replace(path)
 
 
-def _load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer) -> _State:
+def _load_checkpoint(path: Path, model: nn.Module, stepper: _Stepper) -> _State:
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     model.load_state_dict(ckpt["model"])
-    opt.load_state_dict(ckpt["optim"])
+    stepper.load_state_dict(ckpt)
     log.info("resumed from %s at epoch %d", path, ckpt["state"]["epoch"])
     return _State(**ckpt["state"])
 
@@ -156,7 +198,7 @@ def _validate(model: TwoTower, split: Split, cfg: EvalConfig) -> dict[str, float
 
 def _run_epoch(
     module: nn.Module,
-    opt: torch.optim.Optimizer,
+    stepper: _Stepper,
     cfg: TrainConfig,
     split: Split,
     causal: bool,
@@ -166,7 +208,7 @@ def _run_epoch(
     progress: bool,
 ) -> tuple[float, int]:
     module.train()
-    mode: Literal["sequence", "prefix"] = "sequence" if causal else "prefix"
+    mode = _row_mode(cfg, causal)
     rng = np.random.default_rng([cfg.seed, epoch])
     total = int(sum(max(len(s) - 1, 0) for s in split.train.sequences))
     batches = train_batches(
@@ -183,17 +225,29 @@ def _run_epoch(
     for batch in batches:
         local = shard_batch(batch, rank, world)
         loss, _ = module(local)
-        opt.zero_grad(set_to_none=True)
+        stepper.opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.optim.grad_clip:
             nn.utils.clip_grad_norm_(module.parameters(), cfg.optim.grad_clip)
-        opt.step()
+        stepper.step()
         losses.append(float(loss.detach()))
         rows = _num_examples(batch)
         seen += rows
         bar.update(rows)
     bar.close()
     return float(np.mean(losses)) if losses else float("nan"), seen
+
+
+def _row_mode(cfg: TrainConfig, causal: bool) -> Literal["sequence", "prefix"]:
+    """Training rows: whole sequences with a loss at every position (causal models, unless
+    ``loss.causal_targets`` is ``prefixes``), or one row per prefix, scored at its newest item."""
+    return "sequence" if causal and cfg.loss.causal_targets == "all_positions" else "prefix"
+
+
+def _steps_per_epoch(cfg: TrainConfig, split: Split, causal: bool) -> int:
+    """Optimiser steps in one epoch (batches of ``train_batches``)."""
+    rows = num_train_rows(split.train, _row_mode(cfg, causal))
+    return max(1, -(-rows // cfg.optim.batch_size))
 
 
 def _num_examples(batch: SeqBatch) -> int:
@@ -258,11 +312,9 @@ def train_worker(
     module: nn.Module = _LossModule(model, cfg, sampler)
     if world > 1:
         module = nn.parallel.DistributedDataParallel(module, find_unused_parameters=True)
-    opt = torch.optim.AdamW(
-        model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay
-    )
+    stepper = _make_stepper(model, cfg, split, model.causal)
     ckpt = out / CHECKPOINT
-    st = _load_checkpoint(ckpt, model, opt) if resume and ckpt.exists() else _State(history=[])
+    st = _load_checkpoint(ckpt, model, stepper) if resume and ckpt.exists() else _State(history=[])
     log.info(
         "training %s on %d items, %d training users (%s protocol %s)",
         cfg.model.name,
@@ -274,11 +326,11 @@ def train_worker(
     while st.epoch < cfg.optim.max_epochs:
         started = time.perf_counter()
         loss, seen = _run_epoch(
-            module, opt, cfg, split, model.causal, st.epoch, rank, world, progress
+            module, stepper, cfg, split, model.causal, st.epoch, rank, world, progress
         )
         st.elapsed += time.perf_counter() - started
         st.examples += seen
-        stop = _end_of_epoch(cfg, model, opt, split, st, loss, out, rank)
+        stop = _end_of_epoch(cfg, model, stepper, split, st, loss, out, rank)
         if world > 1:
             stop = _broadcast_flag(stop)
         if stop:
@@ -289,7 +341,7 @@ def train_worker(
 def _end_of_epoch(
     cfg: TrainConfig,
     model: TwoTower,
-    opt: torch.optim.Optimizer,
+    stepper: _Stepper,
     split: Split,
     st: _State,
     loss: float,
@@ -300,11 +352,15 @@ def _end_of_epoch(
     if rank != 0:
         st.epoch += 1
         return False
-    valid = _validate(model, split, cfg.eval)
-    value = valid[cfg.eval.metric]
+    with stepper.evaluation_weights():
+        valid = _validate(model, split, cfg.eval)
+        value = valid[cfg.eval.metric]
+        if value > st.best_value:
+            st.best_state = copy.deepcopy(model.state_dict())
     row = {
         "epoch": st.epoch,
         "train_loss": loss,
+        "lr": float(stepper.sched.get_last_lr()[0]),
         "seconds": st.elapsed,
         **{f"valid/{k}": v for k, v in valid.items()},
     }
@@ -312,7 +368,6 @@ def _end_of_epoch(
     st.history.append(row)
     if value > st.best_value:
         st.best_value, st.best_epoch, st.bad_epochs = value, st.epoch, 0
-        st.best_state = copy.deepcopy(model.state_dict())
     else:
         st.bad_epochs += 1
     log.info(
@@ -327,7 +382,7 @@ def _end_of_epoch(
     with (out / "metrics.jsonl").open("a") as fh:
         fh.write(json.dumps(row) + "\n")
     st.epoch += 1
-    _save_checkpoint(out / CHECKPOINT, model, opt, st)
+    _save_checkpoint(out / CHECKPOINT, model, stepper, st)
     out_of_time = cfg.optim.max_minutes is not None and st.elapsed > 60 * cfg.optim.max_minutes
     if out_of_time:
         log.info("stopping: training budget of %.1f minutes used", cfg.optim.max_minutes)

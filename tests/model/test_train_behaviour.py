@@ -136,3 +136,25 @@ def test_resume_continues_from_checkpoint(planted, tmp_path) -> None:
         progress=False,
     )
     assert [h["epoch"] for h in resumed.history] == [0, 1]
+
+
+def test_resume_restores_schedule_and_weight_average(planted, tmp_path) -> None:
+    """1 epoch + resume equals 2 epochs straight, with a decaying lr and an EMA of the weights."""
+    base = [
+        *OVERRIDES,
+        "model.dim=8",
+        "optim.max_epochs=2",
+        "optim.lr_schedule=linear",
+        "optim.ema_decay=0.9",
+        "optim.patience=5",
+    ]
+    straight = train(load(None, base), planted, tmp_path / "straight", progress=False)
+    assert straight.history[1]["lr"] < straight.history[0]["lr"]
+    cut = tmp_path / "cut"
+    first = train(load(None, [*base, "optim.max_minutes=1e-6"]), planted, cut, progress=False)
+    assert len(first.history) == 1  # the time budget stopped it after epoch 0
+    resumed = train(load(None, base), planted, cut, resume=True, progress=False)
+    assert [h["epoch"] for h in resumed.history] == [0, 1]
+    for a, b in zip(straight.history, resumed.history, strict=True):
+        assert a["lr"] == pytest.approx(b["lr"])
+        assert a["valid/recall@20"] == pytest.approx(b["valid/recall@20"], abs=1e-6)
