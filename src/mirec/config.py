@@ -64,8 +64,9 @@ class LossConfig(_Frozen):
     # causal towers (SASRec): a loss at every position of each sequence (one row per user), or
     # one row per prefix scored at its newest item, as serving scores (~8x the tower's work)
     causal_targets: Literal["all_positions", "prefixes"] = "all_positions"
-    # dtype of the full-softmax logits matmuls; bfloat16 is ~2x faster on CPUs with AMX
-    matmul_dtype: Literal["float32", "bfloat16"] = "float32"
+    # dtype of the full-softmax logits matmuls: bfloat16 is faster on CPUs with AVX512-BF16 or
+    # AMX and ~8x slower without them; auto picks bfloat16 only where the CPU has those units
+    matmul_dtype: Literal["float32", "bfloat16", "auto"] = "float32"
 
 
 class OptimConfig(_Frozen):
@@ -75,14 +76,19 @@ class OptimConfig(_Frozen):
     weight_decay: float = Field(0.0, ge=0)  # AdamW decoupled decay (linear-layer matrices)
     embedding_weight_decay: float | None = Field(None, ge=0)  # None: same as weight_decay
     norm_bias_weight_decay: float | None = Field(None, ge=0)  # None: same as weight_decay
-    lr_schedule: Literal["constant", "cosine", "linear"] = "constant"  # decay over max_epochs
+    lr_schedule: Literal["constant", "cosine", "linear"] = "constant"
+    # the decay's length: max_epochs, or the epochs that fit in max_minutes (refitted after each
+    # epoch at the mean pace so far; training then ends with the schedule)
+    schedule_horizon: Literal["max_epochs", "budget"] = "max_epochs"
     warmup_epochs: int = Field(0, ge=0)
     min_lr_ratio: float = Field(0.0, ge=0, le=1)  # the decayed schedule's floor, x lr
     ema_decay: float | None = Field(None, gt=0, lt=1)  # validate and ship a weight average
     batch_size: int = Field(256, ge=1)
     max_epochs: int = Field(50, ge=1)
     patience: int = Field(5, ge=1)  # epochs without validation improvement
-    max_minutes: float | None = Field(None, gt=0)  # wall-clock budget for training
+    # wall-clock budget of the training loop (epochs and their validation): no epoch starts
+    # that would end past it at the pace so far
+    max_minutes: float | None = Field(None, gt=0)
     grad_clip: float | None = Field(5.0, gt=0)
     num_threads: int | None = Field(None, ge=1)
 
@@ -136,6 +142,8 @@ class TrainConfig(_Frozen):
             raise ValueError(
                 f"eval.metric must be hr@K, recall@K or ndcg@K, got {self.eval.metric!r}"
             )
+        if self.optim.schedule_horizon == "budget" and self.optim.max_minutes is None:
+            raise ValueError("optim.schedule_horizon=budget needs optim.max_minutes")
         return self
 
     @property

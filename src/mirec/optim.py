@@ -4,8 +4,10 @@ Parameters fall into three groups, each with its own decoupled weight decay:
 embeddings (item, attribute and position tables), matrices (linear layers) and norms and
 biases (LayerNorm gains, all biases). The schedule multiplies the base learning rate per step:
 a linear warm-up, then constant, cosine or linear decay to ``min_lr_ratio`` over
-``max_epochs`` epochs. ``ParamEMA`` keeps an exponential moving average of the weights,
-which evaluation and the bundle can use instead of the last step's weights.
+``max_epochs`` epochs, or, with ``schedule_horizon: budget``, over the epochs that fit in the
+``max_minutes`` budget (refitted after every epoch, see ``ScheduleHorizon``). ``ParamEMA``
+keeps an exponential moving average of the weights, which evaluation and the bundle can use
+instead of the last step's weights.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -60,13 +63,16 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(parameter_groups(model, cfg), lr=cfg.lr)
 
 
-def lr_factor(step: int, cfg: OptimConfig, steps_per_epoch: int) -> float:
+def lr_factor(
+    step: int, cfg: OptimConfig, steps_per_epoch: int, horizon_epochs: int | None = None
+) -> float:
     """Multiplier of ``cfg.lr`` at optimiser step ``step`` (0-based).
 
     Args:
         step: optimiser steps taken so far.
-        cfg: optimiser config (schedule, warm-up, horizon ``max_epochs``, floor).
+        cfg: optimiser config (schedule, warm-up, floor).
         steps_per_epoch: optimiser steps in one epoch.
+        horizon_epochs: epochs over which the decay runs (None: ``cfg.max_epochs``).
 
     Returns:
         A factor in [min_lr_ratio, 1] (warm-up ramps up from 1 / warm-up steps).
@@ -76,7 +82,8 @@ def lr_factor(step: int, cfg: OptimConfig, steps_per_epoch: int) -> float:
         return (step + 1) / warmup
     if cfg.lr_schedule == "constant":
         return 1.0
-    horizon = max(1, cfg.max_epochs * steps_per_epoch - warmup)
+    epochs = cfg.max_epochs if horizon_epochs is None else horizon_epochs
+    horizon = max(1, epochs * steps_per_epoch - warmup)
     progress = min(1.0, (step - warmup) / horizon)
     if cfg.lr_schedule == "cosine":
         shape = 0.5 * (1 + math.cos(math.pi * progress))
@@ -85,12 +92,50 @@ def lr_factor(step: int, cfg: OptimConfig, steps_per_epoch: int) -> float:
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * shape
 
 
+@dataclass
+class ScheduleHorizon:
+    """The epochs over which the learning rate decays, refitted to a time budget if asked.
+
+    Args:
+        epochs: the horizon (``max_epochs`` until fitted).
+    """
+
+    epochs: int
+
+    def fit_to_budget(
+        self, cfg: OptimConfig, epochs_done: int, seconds_used: float, epoch_seconds: float
+    ) -> int:
+        """Set the horizon to the epochs done plus those that fit in what is left of the budget.
+
+        Called after every epoch when ``schedule_horizon`` is ``budget``, with the mean wall
+        time (training and validation) of the epochs after the first as the pace, so the decay
+        tracks the machine's real speed: the first epoch's start-up cost only shapes the first
+        estimate. The result lies
+        in [max(1, ``epochs_done``), ``max_epochs``]; equal to ``epochs_done`` means stop.
+
+        Args:
+            cfg: optimiser config (``max_minutes``, ``max_epochs``).
+            epochs_done: epochs finished so far.
+            seconds_used: wall seconds of those epochs.
+            epoch_seconds: the pace, seconds per epoch.
+        """
+        left = 60 * (cfg.max_minutes or 0.0) - seconds_used
+        fit = epochs_done + int(max(left, 0.0) // max(epoch_seconds, 1e-9))
+        self.epochs = max(1, epochs_done, min(cfg.max_epochs, fit))
+        return self.epochs
+
+
 def build_scheduler(
-    opt: torch.optim.Optimizer, cfg: OptimConfig, steps_per_epoch: int
+    opt: torch.optim.Optimizer,
+    cfg: OptimConfig,
+    steps_per_epoch: int,
+    horizon: ScheduleHorizon | None = None,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step LambdaLR applying ``lr_factor``."""
+    """Per-step LambdaLR applying ``lr_factor`` over ``horizon`` (default ``max_epochs``)."""
+    span = horizon if horizon is not None else ScheduleHorizon(cfg.max_epochs)
+    per_epoch = max(1, steps_per_epoch)
     return torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda step: lr_factor(step, cfg, max(1, steps_per_epoch))
+        opt, lambda step: lr_factor(step, cfg, per_epoch, span.epochs)
     )
 
 

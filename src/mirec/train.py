@@ -36,10 +36,10 @@ from mirec.data.samplers import NegativeSampler, build_sampler
 from mirec.data.splits import Split, make_split
 from mirec.data.vocab import Vocabulary
 from mirec.evaluate import evaluate_scorer
-from mirec.losses import compute_loss
+from mirec.losses import compute_loss, resolve_matmul_dtype
 from mirec.models import build_model
 from mirec.models.two_tower import TwoTower
-from mirec.optim import ParamEMA, build_optimizer, build_scheduler
+from mirec.optim import ParamEMA, ScheduleHorizon, build_optimizer, build_scheduler
 from mirec.schema import EVENT_TS, ITEM_ID, SEQ_POS, USER_ID
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,10 @@ class _State:
     best_value: float = -1.0
     best_epoch: int = -1
     bad_epochs: int = 0
-    elapsed: float = 0.0
+    elapsed: float = 0.0  # seconds of training steps (examples per second)
+    wall: float = 0.0  # seconds of the loop: training and validation (the max_minutes budget)
+    first_epoch_wall: float = 0.0  # epoch 0 carries start-up costs: kept out of the pace
+    last_epoch_wall: float = 0.0
     examples: int = 0
     history: list[dict[str, float]] | None = None
     best_state: dict[str, torch.Tensor] | None = None
@@ -145,6 +148,7 @@ class _Stepper:
     opt: torch.optim.Optimizer
     sched: torch.optim.lr_scheduler.LRScheduler
     ema: ParamEMA | None
+    horizon: ScheduleHorizon
 
     def step(self) -> None:
         self.opt.step()
@@ -161,6 +165,7 @@ class _Stepper:
             "optim": self.opt.state_dict(),
             "sched": self.sched.state_dict(),
             "ema": None if self.ema is None else self.ema.state_dict(),
+            "horizon": vars(self.horizon).copy(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -169,13 +174,16 @@ class _Stepper:
             self.sched.load_state_dict(state["sched"])
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
+        if state.get("horizon"):
+            vars(self.horizon).update(state["horizon"])
 
 
 def _make_stepper(model: nn.Module, cfg: TrainConfig, split: Split, causal: bool) -> _Stepper:
     opt = build_optimizer(model, cfg.optim)
-    sched = build_scheduler(opt, cfg.optim, _steps_per_epoch(cfg, split, causal))
+    horizon = ScheduleHorizon(cfg.optim.max_epochs)
+    sched = build_scheduler(opt, cfg.optim, _steps_per_epoch(cfg, split, causal), horizon)
     ema = ParamEMA(model, cfg.optim.ema_decay) if cfg.optim.ema_decay else None
-    return _Stepper(opt, sched, ema)
+    return _Stepper(opt, sched, ema, horizon)
 
 
 def _save_checkpoint(path: Path, model: nn.Module, stepper: _Stepper, st: _State) -> None:
@@ -316,12 +324,13 @@ def train_worker(
     ckpt = out / CHECKPOINT
     st = _load_checkpoint(ckpt, model, stepper) if resume and ckpt.exists() else _State(history=[])
     log.info(
-        "training %s on %d items, %d training users (%s protocol %s)",
+        "training %s on %d items, %d training users (%s protocol %s, logits in %s)",
         cfg.model.name,
         prep.vocab.size,
         len(split.train.sequences),
         cfg.loss.kind,
         cfg.data.protocol,
+        str(resolve_matmul_dtype(cfg.loss.matmul_dtype)).removeprefix("torch."),
     )
     while st.epoch < cfg.optim.max_epochs:
         started = time.perf_counter()
@@ -330,9 +339,10 @@ def train_worker(
         )
         st.elapsed += time.perf_counter() - started
         st.examples += seen
-        stop = _end_of_epoch(cfg, model, stepper, split, st, loss, out, rank)
+        stop = _end_of_epoch(cfg, model, stepper, split, st, loss, out, rank, started)
         if world > 1:
-            stop = _broadcast_flag(stop)
+            flag, stepper.horizon.epochs = _broadcast_ints(int(stop), stepper.horizon.epochs)
+            stop = bool(flag)
         if stop:
             break
     return _finish(cfg, prep, model, st, out, rank)
@@ -347,8 +357,14 @@ def _end_of_epoch(
     loss: float,
     out: Path,
     rank: int,
+    started: float,
 ) -> bool:
-    """Validate, log, keep the best state, checkpoint; returns True when training should stop."""
+    """Validate, log, keep the best state, checkpoint; returns True when training should stop.
+
+    ``started`` is the ``perf_counter`` at the epoch's start: the epoch's wall time (training
+    and validation) counts against ``max_minutes`` and, when ``schedule_horizon`` is
+    ``budget``, refits the schedule's horizon.
+    """
     if rank != 0:
         st.epoch += 1
         return False
@@ -382,19 +398,51 @@ def _end_of_epoch(
     with (out / "metrics.jsonl").open("a") as fh:
         fh.write(json.dumps(row) + "\n")
     st.epoch += 1
+    st.last_epoch_wall = time.perf_counter() - started
+    st.wall += st.last_epoch_wall
+    if st.epoch == 1:
+        st.first_epoch_wall = st.last_epoch_wall
+    if cfg.optim.schedule_horizon == "budget":
+        _refit_horizon(cfg, stepper.horizon, st)
     _save_checkpoint(out / CHECKPOINT, model, stepper, st)
-    out_of_time = cfg.optim.max_minutes is not None and st.elapsed > 60 * cfg.optim.max_minutes
-    if out_of_time:
-        log.info("stopping: training budget of %.1f minutes used", cfg.optim.max_minutes)
-    return st.bad_epochs >= cfg.optim.patience or out_of_time
+    return _should_stop(cfg, stepper, st)
 
 
-def _broadcast_flag(flag: bool) -> bool:
+def _refit_horizon(cfg: TrainConfig, horizon: ScheduleHorizon, st: _State) -> None:
+    before = horizon.epochs
+    pace = _pace(st)
+    after = horizon.fit_to_budget(cfg.optim, st.epoch, st.wall, pace)
+    if after != before:
+        log.info("schedule fitted to the budget: %d epochs (%.1f s per epoch)", after, pace)
+
+
+def _pace(st: _State) -> float:
+    """Seconds per epoch: the mean over epochs after the first (start-up), else the first."""
+    steady = st.epoch - 1
+    return (st.wall - st.first_epoch_wall) / steady if steady > 0 else st.wall
+
+
+def _should_stop(cfg: TrainConfig, stepper: _Stepper, st: _State) -> bool:
+    """Patience spent, the budget-fitted schedule ended, or the next epoch would overrun."""
+    if st.bad_epochs >= cfg.optim.patience:
+        return True
+    if cfg.optim.schedule_horizon == "budget" and st.epoch >= stepper.horizon.epochs:
+        log.info("stopping: the schedule fitted to the budget ended at epoch %d", st.epoch - 1)
+        return True
+    budget = cfg.optim.max_minutes
+    if budget is not None and st.wall + max(_pace(st), st.last_epoch_wall) > 60 * budget:
+        log.info("stopping: the next epoch would overrun the %.1f-minute budget", budget)
+        return True
+    return False
+
+
+def _broadcast_ints(*values: int) -> tuple[int, ...]:
+    """Rank 0's values, on every rank."""
     import torch.distributed as dist
 
-    t = torch.tensor([1 if flag else 0])
+    t = torch.tensor(values, dtype=torch.long)
     dist.broadcast(t, src=0)
-    return bool(t.item())
+    return tuple(int(v) for v in t.tolist())
 
 
 def _finish(

@@ -158,3 +158,22 @@ def test_resume_restores_schedule_and_weight_average(planted, tmp_path) -> None:
     for a, b in zip(straight.history, resumed.history, strict=True):
         assert a["lr"] == pytest.approx(b["lr"])
         assert a["valid/recall@20"] == pytest.approx(b["valid/recall@20"], abs=1e-6)
+
+
+def test_budget_horizon_ends_training_with_the_schedule(planted, tmp_path) -> None:
+    """schedule_horizon=budget: the decay spans the epochs that fit, and training ends with it."""
+    overrides = [
+        *OVERRIDES,
+        "model.dim=8",
+        "optim.max_epochs=3",
+        "optim.lr_schedule=cosine",
+        "optim.schedule_horizon=budget",
+        "optim.max_minutes=60",
+        "optim.patience=5",
+    ]
+    result = train(load(None, overrides), planted, tmp_path, progress=False)
+    assert [h["epoch"] for h in result.history] == [0, 1, 2]
+    assert result.history[-1]["lr"] < 0.05 * 0.005 < result.history[0]["lr"]
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert ckpt["horizon"] == {"epochs": 3}
+    assert ckpt["state"]["wall"] >= ckpt["state"]["elapsed"] > 0

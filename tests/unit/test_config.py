@@ -52,6 +52,12 @@ def test_bad_value_names_key() -> None:
         load(None, ["model.dim"])
 
 
+def test_budget_horizon_needs_a_budget() -> None:
+    with pytest.raises(ConfigError, match="max_minutes"):
+        load(None, ["optim.schedule_horizon=budget"])
+    assert load(None, ["optim.schedule_horizon=budget", "optim.max_minutes=3"]).optim.max_minutes
+
+
 def test_derived_values() -> None:
     cfg = load(None, ["optim.batch_size=64"])
     assert cfg.num_negatives == 640

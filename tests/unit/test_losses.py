@@ -10,10 +10,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mirec import losses
 from mirec.config import LossConfig, ModelConfig
 from mirec.data.batches import SeqBatch, pad_left
 from mirec.errors import ConfigError
-from mirec.losses import compute_loss, full_softmax_loss, readout, sampled_softmax_loss
+from mirec.losses import (
+    compute_loss,
+    full_softmax_loss,
+    readout,
+    resolve_matmul_dtype,
+    sampled_softmax_loss,
+)
 from mirec.models import build_model
 from mirec.models.item_tower import ItemTower
 from mirec.models.two_tower import TwoTower
@@ -158,9 +165,14 @@ def test_full_softmax_gradients_match_torch_cross_entropy() -> None:
         assert torch.allclose(got, want, atol=1e-6)
 
 
+@pytest.mark.parametrize("keep_probs", [True, False])
 @pytest.mark.parametrize(("dtype", "tol"), [(torch.float32, 1e-6), (torch.bfloat16, 2e-2)])
-def test_chunked_full_softmax_matches_torch_across_chunks(dtype: torch.dtype, tol: float) -> None:
-    """More rows than one chunk: the recomputed-logits backward equals autograd's."""
+def test_chunked_full_softmax_matches_torch_across_chunks(
+    dtype: torch.dtype, tol: float, keep_probs: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More rows than one chunk: the kept-softmax and the recomputed backward equal autograd's."""
+    if not keep_probs:
+        monkeypatch.setattr(losses, "CE_KEEP_PROBS_MAX", 0)
     gen = torch.Generator().manual_seed(1)
     queries = torch.randn(300, 1, 8, generator=gen, requires_grad=True)
     items = torch.randn(50, 8, generator=gen, requires_grad=True)
@@ -172,6 +184,14 @@ def test_chunked_full_softmax_matches_torch_across_chunks(dtype: torch.dtype, to
     assert loss.item() == pytest.approx(ref.item(), rel=tol)
     for got, want in zip(grads, ref_grads, strict=True):
         assert (got - want).abs().max() <= tol * want.abs().max()
+
+
+def test_auto_matmul_dtype_is_bfloat16_only_with_native_units() -> None:
+    assert resolve_matmul_dtype("float32") == torch.float32
+    assert resolve_matmul_dtype("bfloat16") == torch.bfloat16
+    caps = torch.cpu.get_capabilities()
+    native = caps.get("avx512_bf16") or caps.get("amx_bf16")
+    assert resolve_matmul_dtype("auto") == (torch.bfloat16 if native else torch.float32)
 
 
 def test_in_batch_negatives_are_the_other_rows_positives() -> None:

@@ -11,6 +11,7 @@ from mirec.config import ModelConfig, OptimConfig
 from mirec.models import build_model
 from mirec.optim import (
     ParamEMA,
+    ScheduleHorizon,
     build_optimizer,
     build_scheduler,
     lr_factor,
@@ -70,6 +71,30 @@ def test_scheduler_drives_the_optimizer_learning_rate() -> None:
         opt.step()
         sched.step()
     assert seen == pytest.approx([0.01, 0.0075, 0.005, 0.0025])
+
+
+def test_horizon_fits_the_budget_within_max_epochs() -> None:
+    cfg = OptimConfig(max_minutes=1.0, max_epochs=50)
+    assert ScheduleHorizon(50).fit_to_budget(cfg, 1, 9.0, epoch_seconds=7.0) == 8  # 1 + 51 // 7
+    assert ScheduleHorizon(50).fit_to_budget(cfg, 1, 1.0, epoch_seconds=0.5) == 50  # capped
+    assert ScheduleHorizon(50).fit_to_budget(cfg, 1, 100.0, epoch_seconds=100.0) == 1  # stop
+    assert ScheduleHorizon(50).fit_to_budget(cfg, 0, 0.0, epoch_seconds=100.0) == 1  # >= 1
+    assert ScheduleHorizon(50).fit_to_budget(cfg, 5, 58.0, epoch_seconds=1.0) == 7  # refit
+
+
+def test_fitted_horizon_moves_the_decay_end() -> None:
+    model = _sasrec()
+    cfg = OptimConfig(lr=0.01, lr_schedule="linear", max_epochs=10, max_minutes=1.0)
+    opt = build_optimizer(model, cfg)
+    horizon = ScheduleHorizon(cfg.max_epochs)
+    sched = build_scheduler(opt, cfg, steps_per_epoch=2, horizon=horizon)
+    opt.step()
+    sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.01 * 19 / 20)  # over 10 epochs
+    horizon.fit_to_budget(cfg, 0, 0.0, epoch_seconds=30.0)  # 2 epochs fit
+    opt.step()
+    sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.01 * 2 / 4)  # step 2 of 4
 
 
 def test_ema_averages_steps_and_swaps_back() -> None:
