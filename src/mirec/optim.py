@@ -110,8 +110,8 @@ class ScheduleHorizon:
         Called after every epoch when ``schedule_horizon`` is ``budget``, with the mean wall
         time (training and validation) of the epochs after the first as the pace, so the decay
         tracks the machine's real speed: the first epoch's start-up cost only shapes the first
-        estimate. The result lies
-        in [max(1, ``epochs_done``), ``max_epochs``]; equal to ``epochs_done`` means stop.
+        estimate. The result lies in [max(1, ``epochs_done``), ``max_epochs``]; equal to
+        ``epochs_done`` means stop.
 
         Args:
             cfg: optimiser config (``max_minutes``, ``max_epochs``).
