@@ -165,7 +165,7 @@ class _Stepper:
             "optim": self.opt.state_dict(),
             "sched": self.sched.state_dict(),
             "ema": None if self.ema is None else self.ema.state_dict(),
-            "horizon": vars(self.horizon).copy(),
+            "horizon": {"epochs": self.horizon.epochs},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -174,8 +174,8 @@ class _Stepper:
             self.sched.load_state_dict(state["sched"])
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
-        if state.get("horizon"):
-            vars(self.horizon).update(state["horizon"])
+        if "horizon" in state:
+            self.horizon.epochs = state["horizon"]["epochs"]
 
 
 def _make_stepper(model: nn.Module, cfg: TrainConfig, split: Split, causal: bool) -> _Stepper:
