@@ -44,6 +44,8 @@ class ModelConfig(_Frozen):
     dropout: float = Field(0.2, ge=0, lt=1)
     routing_iters: int = Field(3, ge=1)
     use_attributes: bool = False  # item tower adds mean-pooled attribute embeddings
+    norm: Literal["pre", "post"] = "pre"  # SASRec blocks: pre-LN or post-LN (BERT, S3-Rec)
+    attribute_pool: Literal["mean", "sum"] = "mean"  # item tower: how attribute tokens combine
 
     @property
     def interests(self) -> int:

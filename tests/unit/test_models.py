@@ -74,8 +74,9 @@ def test_score_all_is_max_over_interests(name: str) -> None:
         assert torch.allclose(model.score_all(batch), expected.max(1).values, atol=1e-5)
 
 
-def test_sasrec_is_causal() -> None:
-    model = _model("sasrec").eval()
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_sasrec_is_causal(norm: str) -> None:
+    model = _model("sasrec", norm=norm).eval()
     a = _batch([[3, 7, 1, 9, 4]])
     b = _batch([[3, 7, 1, 12, 25]])  # the last two items differ
     with torch.no_grad():
@@ -84,6 +85,24 @@ def test_sasrec_is_causal() -> None:
     assert torch.allclose(sa[:, :3], sb[:, :3], atol=1e-6)
     assert not torch.allclose(sa[:, 3:], sb[:, 3:], atol=1e-3)
     assert torch.allclose(model.user_vectors(a)[:, 0], sa[:, -1])
+
+
+def test_sasrec_post_norm_is_padding_invariant_and_differs_from_pre() -> None:
+    post = _model("sasrec", norm="post").eval()
+    pre = _model("sasrec", norm="pre").eval()  # same seed: same weights, other block layout
+    with torch.no_grad():
+        tight = post.user_vectors(_batch(HISTORIES))
+        wide = post.user_vectors(_batch(HISTORIES, width=17))
+        assert torch.allclose(tight, wide, atol=1e-5)
+        assert not torch.allclose(tight, pre.user_vectors(_batch(HISTORIES)), atol=1e-3)
+    assert post.state_dict().keys() == pre.state_dict().keys()
+
+
+def test_sasrec_refuses_unknown_norm() -> None:
+    from mirec.models.sasrec import SASRec
+
+    with pytest.raises(ConfigError, match="model.norm"):
+        SASRec(ItemTower(NUM_ITEMS, 16), max_len=20, norm="sandwich")
 
 
 def test_non_causal_model_has_no_sequence_states() -> None:
@@ -133,6 +152,21 @@ def test_attribute_item_tower() -> None:
     assert torch.allclose(tower(torch.tensor([2]))[0], expected)
     assert torch.allclose(tower(torch.tensor([[2, 7]])), items[[2, 7]].unsqueeze(0))
     assert "item_attributes" not in model.state_dict()
+
+
+def test_attribute_sum_pool() -> None:
+    attrs = torch.zeros(NUM_ITEMS + 1, 3, dtype=torch.long)
+    attrs[2, :2] = torch.tensor([2, 6])
+    torch.manual_seed(0)
+    tower = ItemTower(NUM_ITEMS, 8, attrs, attribute_pool="sum")
+    assert tower.attr_embedding is not None
+    expected = (
+        tower.embedding.weight[2] + tower.attr_embedding.weight[2] + tower.attr_embedding.weight[6]
+    )
+    assert torch.allclose(tower(torch.tensor([2]))[0], expected)
+    assert torch.allclose(tower.all_items()[3], tower.embedding.weight[3])  # no attributes
+    with pytest.raises(ConfigError, match="attribute_pool"):
+        ItemTower(NUM_ITEMS, 8, attrs, attribute_pool="max")
 
 
 def test_attribute_errors() -> None:

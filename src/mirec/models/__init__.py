@@ -18,7 +18,9 @@ from mirec.schema import DEFAULT_MAX_LEN
 
 
 def _sasrec(cfg: ModelConfig, item_tower: ItemTower, max_len: int) -> nn.Module:
-    return SASRec(item_tower, max_len, cfg.num_layers, cfg.num_heads, cfg.ffn_dim, cfg.dropout)
+    return SASRec(
+        item_tower, max_len, cfg.num_layers, cfg.num_heads, cfg.ffn_dim, cfg.dropout, cfg.norm
+    )
 
 
 def _comirec_sa(cfg: ModelConfig, item_tower: ItemTower, max_len: int) -> nn.Module:
@@ -69,7 +71,7 @@ def build_model(
     if cfg.use_attributes and item_attributes is None:
         raise ConfigError("model.use_attributes is true but no item attribute matrix was given")
     attrs = item_attributes if cfg.use_attributes else None
-    item_tower = ItemTower(num_items, cfg.dim, attrs)
+    item_tower = ItemTower(num_items, cfg.dim, attrs, cfg.attribute_pool)
     user_tower = MODELS[cfg.name](cfg, item_tower, max_len)
     return TwoTower(item_tower, user_tower, causal=cfg.name in CAUSAL_MODELS)
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mirec.errors import DataValidationError
+from mirec.errors import ConfigError, DataValidationError
 from mirec.schema import PAD_ITEM_ID
 
 EMBED_INIT_STD = 0.02
 
 
 class ItemTower(nn.Module):
-    """ID embedding, plus the mean of the item's attribute embeddings when attributes are given.
+    """ID embedding, plus the pooled attribute embeddings when attributes are given.
 
     The same table embeds the user's history and scores candidates (ComiRec's single table,
     SASRec's shared input/output embedding). Row ``PAD_ITEM_ID`` (0) is all zeros and gets no
@@ -24,15 +24,27 @@ class ItemTower(nn.Module):
         item_attributes: optional LongTensor [N+1, A] of attribute token indices per item,
             right-padded with 0 (0 = no attribute; row 0 is the PAD item). Not trainable and not
             part of the state dict: whoever rebuilds the tower passes the same matrix again.
+        attribute_pool: "mean" (the average of the item's attribute embeddings) or "sum" (their
+            sum, so an item's brand weighs as much as its id whatever its number of categories).
 
     Raises:
+        ConfigError: an unknown ``attribute_pool``.
         DataValidationError: the attribute matrix is not [N+1, A] of non-negative integers.
     """
 
     def __init__(
-        self, num_items: int, dim: int, item_attributes: torch.Tensor | None = None
+        self,
+        num_items: int,
+        dim: int,
+        item_attributes: torch.Tensor | None = None,
+        attribute_pool: str = "mean",
     ) -> None:
         super().__init__()
+        if attribute_pool not in ("mean", "sum"):
+            raise ConfigError(
+                f"model.attribute_pool must be 'mean' or 'sum', got {attribute_pool!r}"
+            )
+        self.attribute_pool = attribute_pool
         self.num_items = num_items
         self.dim = dim
         self.embedding = nn.Embedding(num_items + 1, dim, padding_idx=PAD_ITEM_ID)
@@ -73,10 +85,12 @@ class ItemTower(nn.Module):
         return self.embedding.weight + self._attribute_mean(self.item_attributes)
 
     def _attribute_mean(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Mean of the non-zero attribute embeddings: [..., A] -> [..., D] (0 when none)."""
+        """Mean or sum of the non-zero attribute embeddings: [..., A] -> [..., D] (0 when none)."""
         assert self.attr_embedding is not None
         present = (tokens != 0).unsqueeze(-1)  # [..., A, 1]
         summed = self.attr_embedding(tokens).sum(-2)  # [..., D]
+        if self.attribute_pool == "sum":
+            return summed
         count = present.sum(-2).clamp(min=1)  # [..., 1]
         return summed / count
 

@@ -37,10 +37,17 @@ class CausalSelfAttention(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-LN transformer block: x + attn(LN(x)), then x + FFN(LN(x)) with GELU."""
+    """Transformer block with GELU FFN, pre-LN or post-LN.
 
-    def __init__(self, dim: int, num_heads: int, ffn_dim: int, dropout: float) -> None:
+    pre: x + attn(LN(x)), then x + FFN(LN(x)). post (BERT, S3-Rec/ICLRec code): LN(x + attn(x)),
+    then LN(x + FFN(x)).
+    """
+
+    def __init__(
+        self, dim: int, num_heads: int, ffn_dim: int, dropout: float, norm: str = "pre"
+    ) -> None:
         super().__init__()
+        self.norm_first = norm == "pre"
         self.ln_attn = nn.LayerNorm(dim)
         self.attn = CausalSelfAttention(dim, num_heads, dropout)
         self.ln_ffn = nn.LayerNorm(dim)
@@ -51,8 +58,11 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         """Args: x [B, T, D]; allowed [B, 1, T, T]. Returns [B, T, D]."""
-        x = x + self.drop(self.attn(self.ln_attn(x), allowed))
-        return x + self.drop(self.ffn(self.ln_ffn(x)))
+        if self.norm_first:
+            x = x + self.drop(self.attn(self.ln_attn(x), allowed))
+            return x + self.drop(self.ffn(self.ln_ffn(x)))
+        x = self.ln_attn(x + self.drop(self.attn(x, allowed)))
+        return self.ln_ffn(x + self.drop(self.ffn(x)))
 
 
 class SASRec(nn.Module):
@@ -84,8 +94,11 @@ class SASRec(nn.Module):
         num_heads: int = 2,
         ffn_dim: int = 256,
         dropout: float = 0.2,
+        norm: str = "pre",
     ) -> None:
         super().__init__()
+        if norm not in ("pre", "post"):
+            raise ConfigError(f"model.norm must be 'pre' or 'post', got {norm!r}")
         self.item_tower = item_tower
         self.dim = item_tower.dim
         self.max_len = max_len
@@ -93,9 +106,11 @@ class SASRec(nn.Module):
         nn.init.normal_(self.positions.weight, std=EMBED_INIT_STD)
         self.input_drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
-            Block(self.dim, num_heads, ffn_dim, dropout) for _ in range(num_layers)
+            Block(self.dim, num_heads, ffn_dim, dropout, norm) for _ in range(num_layers)
         )
+        # pre-LN normalises the output; post-LN normalises the input (blocks end in a LN)
         self.ln_out = nn.LayerNorm(self.dim)
+        self.norm_first = norm == "pre"
 
     def sequence_states(self, batch: SeqBatch) -> torch.Tensor:
         """Output at every position (position t sees items up to t only).
@@ -110,11 +125,11 @@ class SASRec(nn.Module):
         t = items.shape[1]
         pos = right_aligned_positions(t, self.max_len, items.device)  # [T]
         x = self.item_tower(items) + self.positions(pos)  # [B, T, D]
-        x = self.input_drop(x)
+        x = self.input_drop(x if self.norm_first else self.ln_out(x))
         allowed = _attention_mask(batch.mask)  # [B, 1, T, T]
         for block in self.blocks:
             x = block(x, allowed)
-        return self.ln_out(x)
+        return self.ln_out(x) if self.norm_first else x
 
     def forward(self, batch: SeqBatch) -> torch.Tensor:
         """User vector from the newest position, [B, 1, D]."""
