@@ -43,7 +43,7 @@ class ModelConfig(_Frozen):
     ffn_dim: int = Field(256, ge=1)
     dropout: float = Field(0.2, ge=0, lt=1)
     routing_iters: int = Field(3, ge=1)
-    use_attributes: bool = False  # item tower adds mean-pooled attribute embeddings
+    use_attributes: bool = False  # item tower adds pooled attribute embeddings (attribute_pool)
     norm: Literal["pre", "post"] = "pre"  # SASRec blocks: pre-LN or post-LN (BERT, S3-Rec)
     attribute_pool: Literal["mean", "sum"] = "mean"  # item tower: how attribute tokens combine
 

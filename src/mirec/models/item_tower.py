@@ -76,15 +76,15 @@ class ItemTower(nn.Module):
         vecs = self.embedding(item_idx)
         if self.attr_embedding is None or self.item_attributes is None:
             return vecs
-        return vecs + self._attribute_mean(self.item_attributes[item_idx])
+        return vecs + self._pooled_attributes(self.item_attributes[item_idx])
 
     def all_items(self) -> torch.Tensor:
         """Vectors of every item, [N+1, D]; row 0 (PAD) is zero and callers mask it."""
         if self.attr_embedding is None or self.item_attributes is None:
             return self.embedding.weight
-        return self.embedding.weight + self._attribute_mean(self.item_attributes)
+        return self.embedding.weight + self._pooled_attributes(self.item_attributes)
 
-    def _attribute_mean(self, tokens: torch.Tensor) -> torch.Tensor:
+    def _pooled_attributes(self, tokens: torch.Tensor) -> torch.Tensor:
         """Mean or sum of the non-zero attribute embeddings: [..., A] -> [..., D] (0 when none)."""
         assert self.attr_embedding is not None
         present = (tokens != 0).unsqueeze(-1)  # [..., A, 1]
