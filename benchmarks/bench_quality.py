@@ -27,7 +27,7 @@ from mirec.data.loaders import load_dataset
 from mirec.evaluate import evaluate_scorer
 from mirec.models.baselines import ItemKNN, Popularity
 from mirec.tables import format_table
-from mirec.train import peak_rss_mb, prepare, read_result
+from mirec.training import peak_rss_mb, prepare, read_result
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

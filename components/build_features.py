@@ -16,7 +16,7 @@ def build_features(
     feature_metrics: Output[Metrics],
 ) -> None:
     """Sequence features, training examples and the vocabulary (extending production's)."""
-    from mirec.steps.data import build_features as run_step
+    from mirec.pipeline.data import build_features as run_step
 
     result = run_step(events.path, train_config, registry_root, features.path, feature_store)
     for name, value in result.metrics.items():

@@ -14,7 +14,7 @@ def build_index(
     index_metrics: Output[Metrics],
 ) -> None:
     """Index every item vector; an ANN index must reach the configured recall or falls back."""
-    from mirec.steps.model import build_model_index
+    from mirec.pipeline.model import build_model_index
 
     result = build_model_index(model.path, events.path, indexed_model.path)
     for name, value in result.metrics.items():

@@ -22,7 +22,7 @@ def deploy(
     """
     import json
 
-    from mirec.steps.model import deploy_model
+    from mirec.pipeline.model import deploy_model
 
     result = deploy_model(
         model.path,

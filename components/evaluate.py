@@ -20,7 +20,7 @@ def evaluate(
     fail); return ``"pass"`` or ``"fail"``."""
     import json
 
-    from mirec.steps.model import (
+    from mirec.pipeline.model import (
         GATE_PREFIX_CHALLENGER,
         GATE_PREFIX_PRODUCTION,
         evaluate_challenger,

@@ -14,7 +14,7 @@ def make_training_set(
     stats: Output[Metrics],
 ) -> None:
     """Read each event's user features as of the event's time (point-in-time join)."""
-    from mirec.steps.data import make_training_set as run_step
+    from mirec.pipeline.data import make_training_set as run_step
 
     result = run_step(features.path, events.path, training_set.path)
     for name, value in result.metrics.items():

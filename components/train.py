@@ -17,7 +17,7 @@ def train(
     metrics: Output[Metrics],
 ) -> None:
     """Train one model; ``num_workers`` > 1 runs DistributedDataParallel under torchrun."""
-    from mirec.steps.model import train_model
+    from mirec.pipeline.model import train_model
 
     result = train_model(
         events.path,

@@ -16,7 +16,7 @@ def validate_events(
     checks: Output[Metrics],
 ) -> None:
     """Fail (stopping the run) when too many rows are bad or an expectation fails."""
-    from mirec.steps.data import validate_events as run_step
+    from mirec.pipeline.data import validate_events as run_step
 
     result = run_step(
         source,

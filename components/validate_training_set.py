@@ -15,7 +15,7 @@ def validate_training_set(
     checks: Output[Metrics],
 ) -> None:
     """Fail (stopping the run before training) when an expectation fails."""
-    from mirec.steps.data import validate_training_set as run_step
+    from mirec.pipeline.data import validate_training_set as run_step
 
     result = run_step(training_set.path, features.path, train_config, data_docs.path)
     for name, value in result.metrics.items():

@@ -7,7 +7,7 @@ import pytest
 from mirec.bundle import ModelBundle
 from mirec.config import load
 from mirec.data.synthetic import generate
-from mirec.train import train
+from mirec.training import train
 
 OVERRIDES = [
     "model.name=comirec_sa",

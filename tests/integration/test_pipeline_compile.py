@@ -14,7 +14,7 @@ import yaml
 
 from components.images import DEFAULT_IMAGE, IMAGE_ENV
 from mirec.cli import main
-from mirec.pipeline_runner import compile_package
+from mirec.cli.pipeline import compile_package
 
 pytestmark = [pytest.mark.integration, pytest.mark.kfp]
 
@@ -146,7 +146,7 @@ def _ints_to_floats(tree: Any) -> Any:
 
 def test_config_parameter_survives_kfp_structs() -> None:
     from mirec.config import TrainConfig, from_dict
-    from mirec.pipeline_runner import kfp_config_tree
+    from mirec.pipeline.arguments import kfp_config_tree
 
     tree = kfp_config_tree({"optim": {"max_epochs": 3, "max_minutes": None}})
     assert "max_minutes" not in tree["optim"] and "num_negatives" not in tree["loss"]
@@ -157,7 +157,7 @@ def test_config_parameter_survives_kfp_structs() -> None:
 
 def test_bad_pipeline_arguments_fail_before_anything_runs() -> None:
     from mirec.errors import ConfigError
-    from mirec.pipeline_runner import pipeline_arguments
+    from mirec.pipeline.arguments import pipeline_arguments
 
     with pytest.raises(ConfigError, match=r"optim.grad_clip.*null"):
         pipeline_arguments("src", "reg", {"optim": {"grad_clip": None}})

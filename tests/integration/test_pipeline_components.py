@@ -20,10 +20,10 @@ from components.evaluate import evaluate
 from components.train import train
 from components.validate_events import validate_events
 from mirec.errors import DataValidationError
+from mirec.pipeline.demo import write_demo_data
+from mirec.pipeline.io import EVENTS_FILE, read_raw_dataset_dir, write_dataset_dir
 from mirec.registry import Registry
 from mirec.schema import USER_ID
-from mirec.steps.demo import write_demo_data
-from mirec.steps.io import EVENTS_FILE, read_raw_dataset_dir, write_dataset_dir
 
 pytestmark = [pytest.mark.integration, pytest.mark.kfp]
 

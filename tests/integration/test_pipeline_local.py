@@ -13,18 +13,14 @@ from typing import Any
 
 import pytest
 
-from mirec.pipeline_runner import (
-    LocalRun,
-    PipelineRunError,
-    compile_package,
-    pipeline_arguments,
-    run_local,
-)
+from mirec.cli.pipeline import compile_package
+from mirec.pipeline.arguments import pipeline_arguments
+from mirec.pipeline.demo import write_demo_data
+from mirec.pipeline.io import read_raw_dataset_dir, write_dataset_dir
+from mirec.pipeline.local import LocalRun, PipelineRunError, run_local
+from mirec.pipeline.summary import format_summary, read_run
 from mirec.registry import Registry
 from mirec.schema import USER_ID
-from mirec.steps.demo import write_demo_data
-from mirec.steps.io import read_raw_dataset_dir, write_dataset_dir
-from mirec.steps.summary import format_summary, read_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.kfp, pytest.mark.slow]
 

@@ -18,8 +18,10 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from mirec.cli import main
+from mirec.cli.pipeline import compile_package
 from mirec.errors import ConfigError
-from mirec.pipeline_runner import compile_package, pipeline_arguments, schedule, submit
+from mirec.pipeline.arguments import pipeline_arguments
+from mirec.pipeline.remote import schedule, submit
 
 pytestmark = [pytest.mark.integration, pytest.mark.kfp]
 

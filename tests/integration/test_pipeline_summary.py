@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mirec.steps.summary import format_summary, read_run
+from mirec.pipeline.summary import format_summary, read_run
 
 
 def _task(

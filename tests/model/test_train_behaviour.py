@@ -17,7 +17,7 @@ from mirec.data.synthetic import generate
 from mirec.errors import BundleMismatchError
 from mirec.evaluate import evaluate_scorer
 from mirec.models.baselines import Popularity
-from mirec.train import TrainResult, prepare, train
+from mirec.training import TrainResult, prepare, train
 
 OVERRIDES = [
     "model.name=comirec_sa",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mirec.errors import ConfigError
-from mirec.pipeline_runner import to_kfp_cron
+from mirec.pipeline.cron import to_kfp_cron
 
 
 @pytest.mark.parametrize(

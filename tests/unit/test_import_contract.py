@@ -6,7 +6,8 @@ import subprocess
 import sys
 
 CORE = [
-    "mirec.train",
+    "mirec.training",
+    "mirec.objectives",
     "mirec.evaluate",
     "mirec.bundle",
     "mirec.index",

@@ -10,20 +10,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mirec import losses
+from mirec.objectives import full_softmax as full_softmax_module
 from mirec.config import LossConfig, ModelConfig
 from mirec.data.batches import SeqBatch, pad_left
 from mirec.errors import ConfigError
-from mirec.losses import (
+from mirec.models import build_model
+from mirec.models.item_tower import ItemTower
+from mirec.models.two_tower import TwoTower
+from mirec.objectives import (
     compute_loss,
     full_softmax_loss,
     readout,
     resolve_matmul_dtype,
     sampled_softmax_loss,
 )
-from mirec.models import build_model
-from mirec.models.item_tower import ItemTower
-from mirec.models.two_tower import TwoTower
 
 torch.set_num_threads(1)
 
@@ -172,7 +172,7 @@ def test_chunked_full_softmax_matches_torch_across_chunks(
 ) -> None:
     """More rows than one chunk: the kept-softmax and the recomputed backward equal autograd's."""
     if not keep_probs:
-        monkeypatch.setattr(losses, "CE_KEEP_PROBS_MAX", 0)
+        monkeypatch.setattr(full_softmax_module, "CE_KEEP_PROBS_MAX", 0)
     gen = torch.Generator().manual_seed(1)
     queries = torch.randn(300, 1, 8, generator=gen, requires_grad=True)
     items = torch.randn(50, 8, generator=gen, requires_grad=True)

@@ -9,7 +9,7 @@ import torch
 
 from mirec.config import ModelConfig, OptimConfig
 from mirec.models import build_model
-from mirec.optim import (
+from mirec.training.optim import (
     ParamEMA,
     ScheduleHorizon,
     build_optimizer,

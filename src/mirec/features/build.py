@@ -150,7 +150,7 @@ def update_vocabulary(ids: np.ndarray, path: Path) -> tuple[Vocabulary, int]:
 
     Args:
         ids: [I] str item ids from all events (any type) and the catalog, as
-            ``mirec.train.prepare`` takes them (``sequences.item_counts``).
+            ``mirec.training.prepare`` takes them (``sequences.item_counts``).
         path: the vocabulary file.
 
     Returns:

@@ -23,7 +23,7 @@ from mirec.config import TrainConfig, from_dict
 from mirec.data.batches import eval_batches
 from mirec.data.splits import EvalData
 from mirec.data.vocab import Vocabulary
-from mirec.steps.io import StepResult, read_dataset_dir
+from mirec.pipeline.io import StepResult, read_dataset_dir
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def train_model(
 ) -> StepResult:
     """Train on the validated event log; the bundle lands in ``model_dir``.
 
-    The examples are built in memory from the event log (``mirec.train.prepare``), identical to
+    The examples are built in memory from the event log (``mirec.training.prepare``), identical to
     the feature build's training examples; the feature build contributes its vocabulary, so the
     model's item indices are the ones in the feature store.
 
@@ -71,7 +71,7 @@ def train_model(
         num_workers: > 1 trains with DistributedDataParallel under torchrun.
     """
     from mirec.features.repo import Layout
-    from mirec.train import train
+    from mirec.training import train
 
     cfg = from_dict(train_config)
     dataset = read_dataset_dir(events_dir)
@@ -116,7 +116,7 @@ def evaluate_challenger(
         ``decision`` = ``"pass"`` or ``"fail"``.
     """
     from mirec.evaluate import evaluate_bundle, gate
-    from mirec.train import prepare
+    from mirec.training import prepare
 
     challenger = ModelBundle.load(model_dir)
     cfg = challenger.config
@@ -195,7 +195,7 @@ def build_model_index(
     The index holds every item's vector under its vocabulary index (1..N, PAD excluded).
     """
     from mirec.index import build_index, save_index
-    from mirec.train import prepare
+    from mirec.training import prepare
 
     out = Path(out_dir)
     if out.exists():

@@ -1,8 +1,8 @@
 """Distributed training: ``torchrun`` launcher and per-rank entry point (DDP, gloo on CPU).
 
 ``launch`` pickles the prepared inputs into the run directory and starts
-``torchrun --standalone --nproc_per_node=N -m mirec.train_ddp RUN_DIR``; every rank loads the same
-inputs, joins the process group and runs ``mirec.train.train_worker``. Rank 0 writes the bundle
+``torchrun --standalone --nproc_per_node=N -m mirec.training.ddp RUN_DIR``; every rank loads the
+same inputs, joins the process group and runs ``mirec.training.train_worker``. Rank 0 writes the bundle
 and ``result.json``, which ``launch`` reads back.
 """
 
@@ -14,7 +14,6 @@ import pickle
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -22,9 +21,8 @@ from mirec.config import TrainConfig
 from mirec.data.events import Dataset
 from mirec.data.vocab import Vocabulary
 from mirec.errors import MirecError
-
-if TYPE_CHECKING:
-    from mirec.train import TrainResult
+from mirec.training.prepare import prepare
+from mirec.training.result import TrainResult, read_result
 
 log = logging.getLogger(__name__)
 INPUTS = "ddp_inputs.pkl"
@@ -40,8 +38,6 @@ def launch(
     nproc: int,
 ) -> TrainResult:
     """Run ``train_worker`` in ``nproc`` processes and return rank 0's TrainResult."""
-    from mirec.train import prepare, read_result
-
     out.mkdir(parents=True, exist_ok=True)
     with (out / INPUTS).open("wb") as fh:
         pickle.dump({"cfg": cfg, "prep": prepare(cfg, dataset, vocab), "resume": resume}, fh)
@@ -53,7 +49,7 @@ def launch(
         "--standalone",
         f"--nproc_per_node={nproc}",
         "-m",
-        "mirec.train_ddp",
+        "mirec.training.ddp",
         str(out),
     ]
     log.info("launching %d training processes: %s", nproc, " ".join(cmd))
@@ -67,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     """Per-rank entry point (run by torchrun)."""
     import torch.distributed as dist
 
-    from mirec.train import train_worker
+    from mirec.training.loop import train_worker
 
     out = Path((argv or sys.argv[1:])[0])
     logging.basicConfig(

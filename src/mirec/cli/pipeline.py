@@ -37,6 +37,27 @@ def _out(text: str) -> None:
     sys.stdout.flush()
 
 
+PIPELINE_FILE = "retraining.yaml"
+
+
+def compile_package(
+    out: str | Path, image: str | None = None, *, pvc: str | None = None, mount_path: str = ""
+) -> Path:
+    """Compile the retraining pipeline to IR YAML at ``out`` (see ``pipelines.compile``).
+
+    Args:
+        out: the YAML file.
+        image: the container image of every step (default ``components.images.BASE_IMAGE``).
+        pvc: a PersistentVolumeClaim mounted into every step (cluster runs), or None.
+        mount_path: where it is mounted (default ``pipelines.compile.DEFAULT_MOUNT``).
+    """
+    from pipelines.compile import DEFAULT_MOUNT, compile_pipeline
+
+    path = compile_pipeline(out, image, pvc=pvc, mount_path=mount_path or DEFAULT_MOUNT)
+    log.info("compiled the retraining pipeline to %s", path)
+    return path
+
+
 def _config_tree(config: str | None, overrides: list[str]) -> dict[str, Any]:
     from mirec.config import load
 
@@ -44,7 +65,7 @@ def _config_tree(config: str | None, overrides: list[str]) -> dict[str, Any]:
 
 
 def _arguments(args: argparse.Namespace, registry: str) -> dict[str, Any]:
-    from mirec.pipeline_runner import pipeline_arguments
+    from mirec.pipeline.arguments import pipeline_arguments
 
     if not args.source:
         raise ConfigError("give --source: a dataset directory, an events parquet or a loader path")
@@ -70,8 +91,6 @@ def _pairs(items: list[str] | None) -> dict[str, str]:
 
 
 def _package(args: argparse.Namespace) -> Path:
-    from mirec.pipeline_runner import compile_package
-
     if args.package:
         return Path(args.package)
     out = Path(WORK_DIR) / "retraining.yaml"
@@ -80,8 +99,6 @@ def _package(args: argparse.Namespace) -> Path:
 
 def cmd_compile(args: argparse.Namespace) -> int:
     """Write the pipeline's IR YAML."""
-    from mirec.pipeline_runner import compile_package
-
     path = compile_package(args.out, args.image, pvc=args.pvc, mount_path=args.mount_path)
     _out(f"wrote {path}")
     return 0
@@ -91,10 +108,11 @@ def run_and_summarize(
     arguments: dict[str, Any], work_dir: str | Path, *, title: str, verbose: bool = False
 ) -> str:
     """Run the pipeline locally and return its printed summary (the ``run --local`` body)."""
-    from mirec.pipeline_runner import run_local
-    from mirec.steps.summary import format_summary
+    from mirec.pipeline.local import run_local
+    from mirec.pipeline.summary import format_summary
 
-    run = run_local(arguments, work_dir, verbose=verbose)
+    package = compile_package(Path(work_dir).resolve() / PIPELINE_FILE)
+    run = run_local(arguments, work_dir, package=package, verbose=verbose)
     text = format_summary(run.run_dir, run.task_seconds)
     bar = "=" * 78
     return f"{bar}\n{title} ({run.seconds:.0f} s; run directory {run.run_dir})\n{bar}\n{text}\n"
@@ -116,7 +134,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     """Create one run on a KFP endpoint."""
-    from mirec.pipeline_runner import submit
+    from mirec.pipeline.remote import submit
 
     if not args.registry:
         raise ConfigError("give --registry: the registry directory as the cluster's steps see it")
@@ -159,7 +177,8 @@ def schedule_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_schedule(args: argparse.Namespace) -> int:
     """Create a recurring run (scheduled retraining) on a KFP endpoint."""
-    from mirec.pipeline_runner import pipeline_arguments, schedule
+    from mirec.pipeline.arguments import pipeline_arguments
+    from mirec.pipeline.remote import schedule
 
     spec = schedule_settings(args)
     given = spec["arguments"]
@@ -198,7 +217,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
     """Write the demo event log of one round."""
-    from mirec.steps.demo import write_demo_data
+    from mirec.pipeline.demo import write_demo_data
 
     out = write_demo_data(args.out, args.round, **_demo_sizes(args))
     _out(f"wrote demo data round {args.round} to {out}")
@@ -207,8 +226,8 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Round 1 then round 2 of the demo: first model -> production, retrained one -> gate."""
-    from mirec.pipeline_runner import pipeline_arguments
-    from mirec.steps.demo import write_demo_data
+    from mirec.pipeline.arguments import pipeline_arguments
+    from mirec.pipeline.demo import write_demo_data
 
     work = Path(args.work_dir)
     if work.exists() and not args.keep:

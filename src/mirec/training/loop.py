@@ -10,11 +10,9 @@ same global batch and takes its share of the rows; rank 0 alone evaluates, logs 
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import random
-import resource
 import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -22,67 +20,25 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from mirec.bundle import ModelBundle
 from mirec.config import EvalConfig, TrainConfig
-from mirec.data.attributes import attribute_matrix
 from mirec.data.batches import SeqBatch, num_train_rows, train_batches
-from mirec.data.events import Dataset
 from mirec.data.samplers import NegativeSampler, build_sampler
-from mirec.data.splits import Split, make_split
-from mirec.data.vocab import Vocabulary
+from mirec.data.splits import Split
 from mirec.evaluate import evaluate_scorer
-from mirec.losses import compute_loss, resolve_matmul_dtype
 from mirec.models import build_model
 from mirec.models.two_tower import TwoTower
-from mirec.optim import ParamEMA, ScheduleHorizon, build_optimizer, build_scheduler
-from mirec.schema import EVENT_TS, ITEM_ID, SEQ_POS, USER_ID
+from mirec.objectives import compute_loss, resolve_matmul_dtype
+from mirec.training.optim import ParamEMA, ScheduleHorizon, build_optimizer, build_scheduler
+from mirec.training.prepare import Prepared
+from mirec.training.result import TrainResult, peak_rss_mb, write_result
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """What a training run produced."""
-
-    bundle_dir: Path
-    metrics: dict[str, float]  # "valid/<m>" at the best epoch, "test/<m>", "test_ref/<m>"
-    history: list[dict[str, float]]
-    best_epoch: int
-    train_seconds: float
-    examples_per_second: float
-    peak_rss_mb: float
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """Vocabulary, split and item attributes derived from a dataset for one config."""
-
-    vocab: Vocabulary
-    split: Split
-    item_attributes: np.ndarray | None
-    data_fingerprint: str
-
-
-def data_fingerprint(events: pd.DataFrame) -> str:
-    """A stable hash of the event log's content (ids, timestamps, positions)."""
-    cols = [USER_ID, ITEM_ID, EVENT_TS, SEQ_POS]
-    hashed = pd.util.hash_pandas_object(events[cols].reset_index(drop=True), index=False)
-    return hashlib.sha256(hashed.to_numpy().tobytes()).hexdigest()[:16]
-
-
-def prepare(cfg: TrainConfig, dataset: Dataset, vocab: Vocabulary | None = None) -> Prepared:
-    """Extend (or build) the vocabulary and make the split for ``cfg.data.protocol``."""
-    ids = pd.concat([dataset.events[ITEM_ID], dataset.items[ITEM_ID]]).astype(str).unique()
-    vocab = Vocabulary.build(ids) if vocab is None else vocab.extend(ids)
-    split = make_split(dataset, vocab, cfg.data)
-    attrs = attribute_matrix(dataset.items, vocab) if cfg.model.use_attributes else None
-    return Prepared(vocab, split, attrs, data_fingerprint(dataset.events))
 
 
 def seed_everything(seed: int) -> None:
@@ -90,11 +46,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process in MiB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class _LossModule(nn.Module):
@@ -263,36 +214,6 @@ def _num_examples(batch: SeqBatch) -> int:
     if batch.pos_targets is not None:
         return int((batch.pos_targets != 0).sum())
     return int((batch.target_item_ids != 0).sum())
-
-
-def train(
-    cfg: TrainConfig,
-    dataset: Dataset,
-    out_dir: str | Path,
-    *,
-    vocab: Vocabulary | None = None,
-    resume: bool = False,
-    num_workers: int = 1,
-    progress: bool = True,
-) -> TrainResult:
-    """Train one model and write its bundle under ``out_dir/bundle``.
-
-    Args:
-        cfg: resolved config.
-        dataset: canonical events, item catalog and user profiles.
-        out_dir: run directory (checkpoint, metrics log, curve, bundle).
-        vocab: the previous model's vocabulary to extend (append-only), or None.
-        resume: continue from ``out_dir/checkpoint.pt`` when it exists.
-        num_workers: > 1 runs DistributedDataParallel under torchrun with that many processes.
-        progress: show progress bars.
-    """
-    if num_workers > 1:
-        from mirec.train_ddp import launch
-
-        return launch(cfg, dataset, Path(out_dir), vocab=vocab, resume=resume, nproc=num_workers)
-    return train_worker(
-        cfg, prepare(cfg, dataset, vocab), Path(out_dir), resume=resume, progress=progress
-    )
 
 
 def train_worker(
@@ -484,19 +405,6 @@ def _finish(
         plot_training_curve(result.history, cfg.eval.metric, out / "training_curve.png")
         write_result(result, out / "result.json")
     return result
-
-
-def write_result(result: TrainResult, path: Path) -> None:
-    """Persist a TrainResult as JSON (read back by the DDP launcher and the CLI)."""
-    payload: dict[str, Any] = {**result.__dict__, "bundle_dir": str(result.bundle_dir)}
-    path.write_text(json.dumps(payload, indent=2))
-
-
-def read_result(path: Path) -> TrainResult:
-    """Load a TrainResult written by ``write_result``."""
-    payload = json.loads(path.read_text())
-    payload["bundle_dir"] = Path(payload["bundle_dir"])
-    return TrainResult(**payload)
 
 
 def plot_training_curve(history: list[dict[str, float]], metric: str, path: Path) -> None:

@@ -58,7 +58,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from mirec.config import load
     from mirec.data.loaders import load_dataset
     from mirec.data.vocab import Vocabulary
-    from mirec.train import train
+    from mirec.training import train
 
     cfg = load(args.config, args.overrides)
     ds = load_dataset(_require_data(args), max_bad_fraction=cfg.data.max_bad_fraction)
@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _edge_commands() -> list[Callable[[argparse._SubParsersAction], None]]:  # type: ignore[type-arg]
     """Sub-command groups of the edge packages (their heavy imports happen per command)."""
     out = []
-    for module in ("mirec.cli_features", "mirec.cli_pipeline"):
+    for module in ("mirec.cli.features", "mirec.cli.pipeline"):
         try:
             mod = __import__(module, fromlist=["register"])
         except ModuleNotFoundError as exc:

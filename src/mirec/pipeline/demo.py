@@ -18,8 +18,8 @@ import pandas as pd
 
 from mirec.data.synthetic import DEFAULT_START, generate
 from mirec.errors import ConfigError
+from mirec.pipeline.io import write_dataset_dir
 from mirec.schema import ITEM_ID, SEQ_POS, USER_ID
-from mirec.steps.io import write_dataset_dir
 
 log = logging.getLogger(__name__)
 

@@ -22,6 +22,17 @@ import pyarrow.parquet as pq
 from mirec.config import from_dict
 from mirec.data.vocab import Vocabulary
 from mirec.errors import ConfigError
+from mirec.pipeline.io import (
+    EVENTS_FILE,
+    ITEMS_FILE,
+    USERS_FILE,
+    StepResult,
+    catalog_from_ids,
+    is_dataset_dir,
+    read_dataset_dir,
+    read_raw_dataset_dir,
+    write_dataset_dir,
+)
 from mirec.schema import (
     BEHAVIOUR_EVENT_TYPES,
     EVENT_TS,
@@ -35,17 +46,6 @@ from mirec.schema import (
     TARGET_ITEM_IDS,
     USER_ATTRIBUTES,
     USER_ID,
-)
-from mirec.steps.io import (
-    EVENTS_FILE,
-    ITEMS_FILE,
-    USERS_FILE,
-    StepResult,
-    catalog_from_ids,
-    is_dataset_dir,
-    read_dataset_dir,
-    read_raw_dataset_dir,
-    write_dataset_dir,
 )
 
 if TYPE_CHECKING:
@@ -146,7 +146,7 @@ def validate_events(
 def seed_vocabulary(features_dir: Path, registry_root: str | Path) -> int:
     """Start the feature build from production's vocabulary (append-only); returns its size."""
     from mirec.features.repo import Layout
-    from mirec.steps.model import production_bundle
+    from mirec.pipeline.model import production_bundle
 
     bundle, version = production_bundle(registry_root)
     if bundle is None:

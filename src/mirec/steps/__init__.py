@@ -1,1 +1,0 @@
-"""Pipeline steps: the library functions the Kubeflow components call, one per component."""

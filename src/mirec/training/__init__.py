@@ -1,0 +1,58 @@
+"""Training: the loop, DDP launch, optimiser and schedule.
+
+``train(cfg, dataset, out_dir)`` is the one entry point: one process runs ``loop.train_worker``,
+``num_workers > 1`` runs it under torchrun (``ddp.launch``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mirec.config import TrainConfig
+from mirec.data.events import Dataset
+from mirec.data.vocab import Vocabulary
+from mirec.training.ddp import launch
+from mirec.training.loop import plot_training_curve, train_worker
+from mirec.training.prepare import Prepared, data_fingerprint, prepare
+from mirec.training.result import TrainResult, peak_rss_mb, read_result, write_result
+
+__all__ = [
+    "Prepared",
+    "TrainResult",
+    "data_fingerprint",
+    "peak_rss_mb",
+    "plot_training_curve",
+    "prepare",
+    "read_result",
+    "train",
+    "train_worker",
+    "write_result",
+]
+
+
+def train(
+    cfg: TrainConfig,
+    dataset: Dataset,
+    out_dir: str | Path,
+    *,
+    vocab: Vocabulary | None = None,
+    resume: bool = False,
+    num_workers: int = 1,
+    progress: bool = True,
+) -> TrainResult:
+    """Train one model and write its bundle under ``out_dir/bundle``.
+
+    Args:
+        cfg: resolved config.
+        dataset: canonical events, item catalog and user profiles.
+        out_dir: run directory (checkpoint, metrics log, curve, bundle).
+        vocab: the previous model's vocabulary to extend (append-only), or None.
+        resume: continue from ``out_dir/checkpoint.pt`` when it exists.
+        num_workers: > 1 runs DistributedDataParallel under torchrun with that many processes.
+        progress: show progress bars.
+    """
+    if num_workers > 1:
+        return launch(cfg, dataset, Path(out_dir), vocab=vocab, resume=resume, nproc=num_workers)
+    return train_worker(
+        cfg, prepare(cfg, dataset, vocab), Path(out_dir), resume=resume, progress=progress
+    )

@@ -1,0 +1,42 @@
+"""Prepared inputs of a training run: vocabulary, split, item attributes, data fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from mirec.config import TrainConfig
+from mirec.data.attributes import attribute_matrix
+from mirec.data.events import Dataset
+from mirec.data.splits import Split, make_split
+from mirec.data.vocab import Vocabulary
+from mirec.schema import EVENT_TS, ITEM_ID, SEQ_POS, USER_ID
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Vocabulary, split and item attributes derived from a dataset for one config."""
+
+    vocab: Vocabulary
+    split: Split
+    item_attributes: np.ndarray | None
+    data_fingerprint: str
+
+
+def data_fingerprint(events: pd.DataFrame) -> str:
+    """A stable hash of the event log's content (ids, timestamps, positions)."""
+    cols = [USER_ID, ITEM_ID, EVENT_TS, SEQ_POS]
+    hashed = pd.util.hash_pandas_object(events[cols].reset_index(drop=True), index=False)
+    return hashlib.sha256(hashed.to_numpy().tobytes()).hexdigest()[:16]
+
+
+def prepare(cfg: TrainConfig, dataset: Dataset, vocab: Vocabulary | None = None) -> Prepared:
+    """Extend (or build) the vocabulary and make the split for ``cfg.data.protocol``."""
+    ids = pd.concat([dataset.events[ITEM_ID], dataset.items[ITEM_ID]]).astype(str).unique()
+    vocab = Vocabulary.build(ids) if vocab is None else vocab.extend(ids)
+    split = make_split(dataset, vocab, cfg.data)
+    attrs = attribute_matrix(dataset.items, vocab) if cfg.model.use_attributes else None
+    return Prepared(vocab, split, attrs, data_fingerprint(dataset.events))
