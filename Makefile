@@ -25,8 +25,8 @@ install: $(STAMP) ## create .venv and install the pinned stack (torch first)
 run: $(STAMP) ## the main job: retraining pipeline end to end on generated demo data
 	$(VENV)/bin/mirec pipeline demo
 
-test: $(STAMP) ## unit + integration tests (real Spark, Feast, Redis, PostgreSQL, kfp.local, bentoml)
-	$(PY) -m pytest -q
+test: $(STAMP) ## unit + integration tests; starts Redis / PostgreSQL when down (and stops them after)
+	infra/dev/test-services.sh $(PY) -m pytest -q
 
 test-fast: $(STAMP) ## unit tests only: the inner loop while editing
 	$(PY) -m pytest -q -m "not integration"
