@@ -15,6 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from mirec.errors import ConfigError
 from mirec.schema import DEFAULT_MAX_LEN
 
+RANKING_METRICS = ("hr", "recall", "ndcg")  # metric keys are "<name>@<k>", k in eval.ks
+ATTENTION_MODELS = frozenset({"sasrec"})  # towers whose attention heads split model.dim
+
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -104,6 +107,25 @@ class EvalConfig(_Frozen):
     history_score: Literal["-inf", "zero"] = "-inf"  # zero = ICLRec/ELCRec reference code
     batch_size: int = Field(512, ge=1)
 
+    @model_validator(mode="after")
+    def _check_ks(self) -> EvalConfig:
+        if not self.ks or min(self.ks) < 1 or len(set(self.ks)) != len(self.ks):
+            raise ValueError(f"eval.ks must be distinct positive cut-offs, got {list(self.ks)}")
+        return self
+
+
+def _check_metric(key: str, name: str, ks: tuple[int, ...]) -> None:
+    """A metric key is ``<name>@<k>`` with a ranking metric name and a k in ``eval.ks``."""
+    kind, sep, k = name.partition("@")
+    if kind not in RANKING_METRICS or not sep:
+        allowed = ", ".join(f"{m}@K" for m in RANKING_METRICS)
+        raise ValueError(f"{key} {name!r} is not a metric; allowed: {allowed}")
+    if not k.isdigit() or int(k) not in ks:
+        allowed = ", ".join(f"{kind}@{cut}" for cut in ks)
+        raise ValueError(
+            f"{key} {name!r}: {k!r} is not one of eval.ks {list(ks)}; allowed: {allowed}"
+        )
+
 
 class IndexConfig(_Frozen):
     """faiss index choice for serving."""
@@ -140,13 +162,19 @@ class TrainConfig(_Frozen):
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
-        if self.eval.metric.split("@")[0] not in {"hr", "recall", "ndcg"}:
-            raise ValueError(
-                f"eval.metric must be hr@K, recall@K or ndcg@K, got {self.eval.metric!r}"
-            )
+        _check_metric("eval.metric", self.eval.metric, self.eval.ks)
+        _check_metric("gate.metric", self.gate.metric, self.eval.ks)
         if self.optim.schedule_horizon == "budget" and self.optim.max_minutes is None:
             raise ValueError("optim.schedule_horizon=budget needs optim.max_minutes")
+        if self._heads_split_dim() and self.model.dim % self.model.num_heads:
+            raise ValueError(
+                f"model.dim {self.model.dim} is not divisible by model.num_heads "
+                f"{self.model.num_heads} ({self.model.name} splits dim across its heads)"
+            )
         return self
+
+    def _heads_split_dim(self) -> bool:
+        return self.model.name in ATTENTION_MODELS and self.model.num_layers > 0
 
     @property
     def num_negatives(self) -> int:
@@ -214,4 +242,6 @@ def from_dict(tree: dict[str, Any]) -> TrainConfig:
     except ValidationError as exc:
         first = exc.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
+        if first["type"] == "value_error":  # a cross-field rule: its message names the keys
+            raise ConfigError(str(first["ctx"]["error"])) from exc
         raise ConfigError(f"config key {key!r}: {first['msg']}") from exc
