@@ -16,6 +16,11 @@ EVENT_TS: Final = "event_ts"  # UTC timestamp
 EVENT_TYPE: Final = "event_type"
 SEQ_POS: Final = "seq_pos"  # position of the event in its source; order is (EVENT_TS, SEQ_POS)
 EVENT_ID: Final = "event_id"  # optional dedupe key for events delivered twice
+# Serving feedback (mirec.serving.events): who served the event, in which response, where.
+MODEL_VERSION: Final = "model_version"
+VARIANT: Final = "variant"  # "production" | "canary"
+REQUEST_ID: Final = "request_id"
+POSITION: Final = "position"  # 0-based rank of the item in the response
 EVENT_COLUMNS: Final = (USER_ID, ITEM_ID, EVENT_TS, EVENT_TYPE, SEQ_POS)
 EVENT_ORDER: Final = (EVENT_TS, SEQ_POS)
 
@@ -54,6 +59,7 @@ FEAST_CREATED_TS: Final = "created"
 USER_ENTITY: Final = "user"
 ITEM_ENTITY: Final = "item"
 USER_HISTORY_FV: Final = "user_history"
+USER_HISTORY_PUSH: Final = "user_history_push"  # push source of USER_HISTORY_FV (fresh clicks)
 USER_PROFILE_FV: Final = "user_profile"
 ITEM_FEATURES_FV: Final = "item_features"
 USER_TOWER_FS: Final = "user_tower_v1"
