@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from mirec.config import EvalConfig, GateConfig
+from mirec.config import EvalConfig, GateConfig, TrainConfig
 from mirec.data.batches import SeqBatch, eval_batches
 from mirec.data.splits import EvalData, Split
 from mirec.metrics import compute_metrics, rank_topk
@@ -96,15 +96,32 @@ def restrict_to_vocab(data: EvalData, num_items: int) -> tuple[EvalData, float]:
     return restricted, share
 
 
+class TrainedModel(Protocol):
+    """What evaluation needs of a trained model (``mirec.bundle.ModelBundle`` is one)."""
+
+    @property
+    def model(self) -> Scorer: ...
+
+    @property
+    def num_items(self) -> int: ...
+
+    @property
+    def config(self) -> TrainConfig: ...
+
+
 def evaluate_bundle(
-    bundle: object, split: Split, cfg: EvalConfig, which: str = "test"
+    bundle: TrainedModel, split: Split, cfg: EvalConfig, which: str = "test"
 ) -> dict[str, float]:
-    """Evaluate a ModelBundle on a split's valid or test users (vocabulary-aware)."""
+    """Evaluate a trained model on a split's valid or test users, in the model's own terms.
+
+    The split may come from another model's config (the gate scores production on the
+    challenger's held-out users): each model reads the last ``data.max_len`` items of a history
+    that its own config was trained with, and an older, smaller vocabulary drops the history
+    items it does not know and counts unknown targets as misses (``restrict_to_vocab``).
+    """
     data = split.test if which == "test" else split.valid
-    model = bundle.model  # type: ignore[attr-defined]
-    num_items = bundle.num_items  # type: ignore[attr-defined]
-    known = num_items if num_items < split.num_items else None
-    return evaluate_scorer(model, data, cfg, split.max_len, known)
+    known = bundle.num_items if bundle.num_items < split.num_items else None
+    return evaluate_scorer(bundle.model, data, cfg, bundle.config.data.max_len, known)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from components.validate_events import validate_events
 from mirec.errors import DataValidationError
 from mirec.pipeline.demo import write_demo_data
 from mirec.pipeline.io import EVENTS_FILE, read_raw_dataset_dir, write_dataset_dir
-from mirec.registry import Registry
+from mirec.registry import Registry, deploy_version
 from mirec.schema import USER_ID
 
 pytestmark = [pytest.mark.integration, pytest.mark.kfp]
@@ -236,3 +236,36 @@ def test_train_component_runs_ddp_when_asked(work: Path, checked: FakeArtifact) 
     assert out.metadata["num_workers"] == 2
     assert (Path(out.path) / "manifest.json").is_file()
     assert "valid/recall@20" in metrics.metadata
+
+
+def test_gate_scores_a_production_model_of_another_max_len(
+    work: Path, model: FakeArtifact, checked: FakeArtifact
+) -> None:
+    """Production trained with max_len 20, the challenger with 50: each reads its own width."""
+    registry_root = work / "reg_widths"
+    registry = Registry(registry_root)
+    manifest = json.loads((Path(model.path) / "manifest.json").read_text())
+    production = registry.register(
+        model.path,
+        metrics={},
+        data_fingerprint=manifest["data_fingerprint"],
+        config=manifest["config"],
+        code_version="test",
+    )
+    deploy_version(registry, production.version)
+    wide = FakeArtifact(work / "wide_model")
+    train.python_func(
+        events=checked,
+        features=FakeArtifact(work / "no_features"),
+        train_config={**TINY, "data": {"max_len": 50}},
+        num_workers=1,
+        model=wide,
+        training_log=FakeArtifact(work / "wide_log"),
+        metrics=FakeArtifact(work / "wide_metrics"),
+    )
+    decision, ours, theirs, report = _gate(work, "wide", wide, checked, registry_root)
+    assert decision in ("pass", "fail") and report.metadata["production_version"] == "1"
+    assert theirs.metadata["num_users"] == ours.metadata["num_users"] > 0
+    # the same held-out users and vocabulary as production's own test split, at its own width
+    assert theirs.metadata["recall@20"] == pytest.approx(manifest["metrics"]["test/recall@20"])
+    assert theirs.metadata["ndcg@10"] == pytest.approx(manifest["metrics"]["test/ndcg@10"])

@@ -116,7 +116,8 @@ def test_rerun_with_the_same_inputs_is_idempotent(env: Env, first: LocalRun) -> 
 
 def test_failing_gate_skips_index_and_deploy(env: Env, first: LocalRun) -> None:
     strict = {**TINY["gate"], "min_value": 1.0}
-    run = env.run("run2_strict", env.round2, gate=strict)
+    # a wider input than production's (max_len 20): each model is scored at its own width
+    run = env.run("run2_strict", env.round2, gate=strict, data={"max_len": 50})
     tasks = read_run(run.run_dir)
     assert tasks["evaluate"].parameters["Output"] == "fail"
     assert "build-index" not in tasks and "deploy" not in tasks
