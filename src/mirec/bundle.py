@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import platform
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -37,7 +38,7 @@ from mirec.manifest import (
     write_manifest,
 )
 from mirec.manifest import MANIFEST as MANIFEST
-from mirec.models import build_model
+from mirec.models import build_model, cold_start
 from mirec.models.two_tower import TwoTower
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,20 @@ class ModelBundle:
         """Item-tower output for every item, [N+1, D] float32 (row 0 = PAD)."""
         self.model.eval()
         return self.model.item_vectors().detach().cpu().numpy().astype(np.float32)
+
+    def item_vectors_from_content(
+        self, attributes: Sequence[Sequence[str]], texts: Sequence[str] | None = None
+    ) -> np.ndarray:
+        """New items' vectors from content alone (no id, no retraining): float32 [M, D]."""
+        model, cfg = self.model, self.config.model
+        return cold_start.item_vectors_from_content(model, cfg, attributes, texts)
+
+    def user_vectors_from_profile(
+        self, profile: Sequence[str], recent_items: Sequence[str] = ()
+    ) -> np.ndarray:
+        """A new user's interest vectors from profile tokens and recent item ids: [K, D]."""
+        items = cold_start.known_items(self.vocab, recent_items)
+        return cold_start.user_vectors_from_profile(self.model, self.config.model, profile, items)
 
     def manifest(self, checksums: dict[str, str]) -> dict[str, Any]:
         """The manifest written beside the files."""

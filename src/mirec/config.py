@@ -35,6 +35,29 @@ class DataConfig(_Frozen):
     max_bad_fraction: float = Field(0.01, ge=0, le=1)  # load fails above this share of bad rows
 
 
+class ContentConfig(_Frozen):
+    """Content item tower (``model.item_tower: content``): hashed attribute and text bags."""
+
+    use_id: bool = True  # add the id embedding of items seen in training (a cold item lacks it)
+    id_dropout: float = Field(0.5, ge=0, lt=1)  # training: share of items whose id is dropped
+    max_attrs: int = Field(8, ge=1)  # attribute tokens kept per item
+    attr_buckets: int = Field(16384, ge=1)  # hashed attribute vocabulary
+    text_tokens: int = Field(24, ge=0)  # hashed word + char-trigram tokens per item text
+    text_buckets: int = Field(16384, ge=1)
+
+
+class ZeroShotConfig(_Frozen):
+    """MAIL zero-shot user tower: user profile -> the user tower's interest vectors."""
+
+    enabled: bool = False
+    hidden: int = Field(256, ge=1)  # width of the dual auto-encoders' shared latent
+    profile_buckets: int = Field(4096, ge=1)  # hashed profile-token vocabulary
+    max_profile_tokens: int = Field(16, ge=1)
+    lr: float = Field(5e-4, gt=0)  # its own Adam (MAIL: half the ranking tower's rate)
+    max_history: int = Field(5, ge=0)  # users with 1..max_history events get the blend
+    blend: float = Field(0.5, ge=0, le=1)  # weight of the zero-shot vectors in the blend
+
+
 class ModelConfig(_Frozen):
     """Tower architecture."""
 
@@ -49,6 +72,9 @@ class ModelConfig(_Frozen):
     use_attributes: bool = False  # item tower adds pooled attribute embeddings (attribute_pool)
     norm: Literal["pre", "post"] = "pre"  # SASRec blocks: pre-LN or post-LN (BERT, S3-Rec)
     attribute_pool: Literal["mean", "sum"] = "mean"  # item tower: how attribute tokens combine
+    item_tower: Literal["id", "content"] = "id"  # content: mirec.models.content_tower
+    content: ContentConfig = ContentConfig()
+    zero_shot: ZeroShotConfig = ZeroShotConfig()
 
     @property
     def interests(self) -> int:
@@ -148,6 +174,16 @@ class GateConfig(_Frozen):
     max_regression: float = Field(0.01, ge=0)  # allowed absolute drop below production
 
 
+class PretrainConfig(_Frozen):
+    """Multi-view contrastive pretraining of the content item tower before fine-tuning."""
+
+    epochs: int = Field(0, ge=0)  # 0: no pretraining
+    temperature: float = Field(0.05, gt=0)  # InfoNCE over cosine similarities (MMSRec)
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(512, ge=2)  # items per batch; the other items are the negatives
+    token_keep: float = Field(0.5, gt=0, le=1)  # chance that a view keeps each content token
+
+
 class TrainConfig(_Frozen):
     """Everything one training run needs."""
 
@@ -158,6 +194,7 @@ class TrainConfig(_Frozen):
     eval: EvalConfig = EvalConfig()
     index: IndexConfig = IndexConfig()
     gate: GateConfig = GateConfig()
+    pretrain: PretrainConfig = PretrainConfig()
     seed: int = 0
 
     @model_validator(mode="after")
@@ -166,6 +203,11 @@ class TrainConfig(_Frozen):
         _check_metric("gate.metric", self.gate.metric, self.eval.ks)
         if self.optim.schedule_horizon == "budget" and self.optim.max_minutes is None:
             raise ValueError("optim.schedule_horizon=budget needs optim.max_minutes")
+        if self.pretrain.epochs and self.model.item_tower != "content":
+            raise ValueError("pretrain.epochs > 0 needs model.item_tower=content")
+        causal_rows = self.model.name == "sasrec" and self.loss.causal_targets == "all_positions"
+        if self.model.zero_shot.enabled and causal_rows:
+            raise ValueError("model.zero_shot needs per-user rows: loss.causal_targets=prefixes")
         if self._heads_split_dim() and self.model.dim % self.model.num_heads:
             raise ValueError(
                 f"model.dim {self.model.dim} is not divisible by model.num_heads "

@@ -9,7 +9,9 @@ from torch import nn
 
 from mirec.config import ModelConfig
 from mirec.errors import ConfigError
+from mirec.models.cold_start import attach_zero_shot
 from mirec.models.comirec import ComiRecDR, ComiRecSA
+from mirec.models.content_tower import build_item_tower
 from mirec.models.item_tower import ItemTower
 from mirec.models.mind import MIND
 from mirec.models.sasrec import SASRec
@@ -70,10 +72,13 @@ def build_model(
         raise ConfigError(f"model.name {cfg.name!r} is not one of {sorted(MODELS)}")
     if cfg.use_attributes and item_attributes is None:
         raise ConfigError("model.use_attributes is true but no item attribute matrix was given")
-    attrs = item_attributes if cfg.use_attributes else None
-    item_tower = ItemTower(num_items, cfg.dim, attrs, cfg.attribute_pool)
+    attrs = item_attributes if cfg.use_attributes or cfg.item_tower == "content" else None
+    item_tower = build_item_tower(
+        cfg.item_tower, num_items, cfg.dim, attrs, cfg.attribute_pool, cfg.content
+    )
     user_tower = MODELS[cfg.name](cfg, item_tower, max_len)
-    return TwoTower(item_tower, user_tower, causal=cfg.name in CAUSAL_MODELS)
+    model = TwoTower(item_tower, user_tower, causal=cfg.name in CAUSAL_MODELS)
+    return attach_zero_shot(cfg, model)  # MAIL zero-shot tower when model.zero_shot.enabled
 
 
 __all__ = ["MODELS", "ItemTower", "TwoTower", "build_model"]

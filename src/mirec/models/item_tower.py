@@ -84,6 +84,19 @@ class ItemTower(nn.Module):
             return self.embedding.weight
         return self.embedding.weight + self._pooled_attributes(self.item_attributes)
 
+    def attribute_vectors(self) -> torch.Tensor:
+        """Every item's pooled attribute embeddings without its id, [N+1, D].
+
+        What a cold item's vector is under the "attributes of a trained id+attribute model"
+        cold-start baseline.
+
+        Raises:
+            ConfigError: the tower was built without attributes.
+        """
+        if self.attr_embedding is None or self.item_attributes is None:
+            raise ConfigError("the item tower has no attributes (model.use_attributes)")
+        return self._pooled_attributes(self.item_attributes)
+
     def _pooled_attributes(self, tokens: torch.Tensor) -> torch.Tensor:
         """Mean or sum of the non-zero attribute embeddings: [..., A] -> [..., D] (0 when none)."""
         assert self.attr_embedding is not None

@@ -33,6 +33,7 @@ from mirec.evaluate import evaluate_scorer
 from mirec.models import build_model
 from mirec.models.two_tower import TwoTower
 from mirec.objectives import compute_loss, resolve_matmul_dtype
+from mirec.objectives.cold_start import prepare_cold_start
 from mirec.training.optim import ParamEMA, ScheduleHorizon, build_optimizer, build_scheduler
 from mirec.training.prepare import Prepared
 from mirec.training.result import TrainResult, peak_rss_mb, write_result
@@ -233,6 +234,7 @@ def train_worker(
     seed_everything(cfg.seed)
     split = prep.split
     model = build_model(cfg.model, prep.vocab.size, _attrs(prep.item_attributes), cfg.data.max_len)
+    prepare_cold_start(model, split.item_counts, prep.user_profiles, cfg)  # no-op without them
     sampler = (
         build_sampler(cfg.loss.sampler, split.item_counts)
         if cfg.loss.kind == "sampled_softmax"

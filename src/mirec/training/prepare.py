@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from mirec.config import TrainConfig
-from mirec.data.attributes import attribute_matrix
+from mirec.data.attributes import item_feature_matrix, user_profile_matrix
 from mirec.data.events import Dataset
 from mirec.data.splits import Split, make_split
 from mirec.data.vocab import Vocabulary
@@ -24,6 +24,7 @@ class Prepared:
     split: Split
     item_attributes: np.ndarray | None
     data_fingerprint: str
+    user_profiles: np.ndarray | None = None  # hashed, rows of split.train (model.zero_shot)
 
 
 def data_fingerprint(events: pd.DataFrame) -> str:
@@ -38,5 +39,9 @@ def prepare(cfg: TrainConfig, dataset: Dataset, vocab: Vocabulary | None = None)
     ids = pd.concat([dataset.events[ITEM_ID], dataset.items[ITEM_ID]]).astype(str).unique()
     vocab = Vocabulary.build(ids) if vocab is None else vocab.extend(ids)
     split = make_split(dataset, vocab, cfg.data)
-    attrs = attribute_matrix(dataset.items, vocab) if cfg.model.use_attributes else None
-    return Prepared(vocab, split, attrs, data_fingerprint(dataset.events))
+    content = cfg.model.content if cfg.model.item_tower == "content" else None
+    attrs = item_feature_matrix(dataset.items, vocab, cfg.model.use_attributes, content)
+    profiles = None
+    if cfg.model.zero_shot.enabled:
+        profiles = user_profile_matrix(dataset.users, split.train.user_ids, cfg.model.zero_shot)
+    return Prepared(vocab, split, attrs, data_fingerprint(dataset.events), profiles)

@@ -1,0 +1,159 @@
+"""Cold-start objectives at toy size against hand-computed values; content and profile encoding."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mirec.config import ContentConfig, ZeroShotConfig, load
+from mirec.data.attributes import (
+    content_matrix,
+    hash_token,
+    profile_tokens,
+    text_tokens,
+    user_profile_matrix,
+)
+from mirec.data.vocab import Vocabulary
+from mirec.errors import ConfigError, DataValidationError
+from mirec.models.content_tower import ContentItemTower
+from mirec.models.mail import ZeroShotTower, blend_interests
+from mirec.objectives.mail import multi_hot, zero_shot_loss, zero_shot_terms
+from mirec.objectives.multiview import content_view, info_nce
+from mirec.schema import ITEM_ATTRIBUTES, ITEM_ID, ITEM_TEXT, USER_ATTRIBUTES, USER_ID
+
+
+def test_info_nce_matches_hand_computed_value() -> None:
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    b = torch.tensor([[1.0, 0.0], [2.0, 0.0]])  # cosine: b rows are both (1, 0)
+    # logits / 0.5 = [[2, 2], [0, 0]]; a->b rows: log 2, log 2; b->a: log(1+e^-2), log(1+e^2)
+    expected = (math.log(2) + (math.log(1 + math.exp(-2)) + math.log(1 + math.exp(2))) / 2) / 2
+    assert info_nce(a, b, 0.5).item() == pytest.approx(expected, rel=1e-6)
+    same = info_nce(a, a, 1.0).item()
+    assert same == pytest.approx(math.log(1 + math.exp(-1)), rel=1e-6)
+
+
+def test_zero_shot_terms_match_hand_computed_values() -> None:
+    out = zero_shot_terms(
+        z_profile=torch.tensor([[1.0, 0.0]]),
+        z_behaviour=torch.tensor([[0.0, 0.0]]),
+        behaviour=torch.tensor([[1.0, 1.0]]),
+        behaviour_from=(torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 1.0]])),
+        profile_logits_from=(torch.zeros(1, 2), torch.zeros(1, 2)),
+        profile_multi_hot=torch.tensor([[0.0, 1.0]]),
+    )
+    assert out.parts["align"].item() == pytest.approx(0.5)
+    assert out.parts["behaviour"].item() == pytest.approx(0.5)
+    assert out.parts["profile"].item() == pytest.approx(2 * math.log(2), rel=1e-6)
+    assert out.total.item() == pytest.approx(1.0 + 2 * math.log(2), rel=1e-6)
+
+
+def test_multi_hot_ignores_padding() -> None:
+    hot = multi_hot(torch.tensor([[2, 0, 3]]), 5)
+    assert hot.tolist() == [[0.0, 0.0, 1.0, 1.0, 0.0]]
+
+
+def test_zero_shot_loss_never_reaches_the_ranking_tower() -> None:
+    tower = ZeroShotTower(2, 4, ZeroShotConfig(hidden=8, profile_buckets=16))
+    user_vecs = torch.randn(3, 2, 4, requires_grad=True)
+    out = zero_shot_loss(tower, torch.tensor([[1, 2], [3, 0], [4, 5]]), user_vecs)
+    out.total.backward()
+    assert user_vecs.grad is None
+    assert tower.profile_table.weight.grad is not None
+
+
+def test_blend_by_history_length() -> None:
+    tower = torch.ones(3, 1, 2)
+    zero = torch.zeros(3, 1, 2)
+    out = blend_interests(tower, zero, torch.tensor([0, 2, 9]), max_history=5, weight=0.25)
+    assert out[:, 0, 0].tolist() == [0.0, 0.75, 1.0]
+
+
+def test_content_view_keeps_a_token_and_drops_whole_parts() -> None:
+    tokens = torch.tensor([[5, 6, 7, 8]] * 200)
+    view = content_view(tokens, 2, 0.5, torch.Generator().manual_seed(0))
+    assert bool(((view != 0).sum(-1) >= 1).all())
+    assert bool((view[(view != 0).any(-1)] != 0).any())
+    attrs_only = (view[:, 2:] == 0).all(-1) & (view[:, :2] != 0).any(-1)
+    text_only = (view[:, :2] == 0).all(-1) & (view[:, 2:] != 0).any(-1)
+    assert attrs_only.sum() > 20 and text_only.sum() > 20
+    assert bool(((view == 0) | (view == tokens)).all())
+
+
+def test_hashing_is_stable_and_in_range() -> None:
+    assert hash_token("class=Comedy", "attr", 100) == hash_token("class=Comedy", "attr", 100)
+    assert all(1 <= hash_token(f"t{i}", "attr", 7) <= 7 for i in range(100))
+    assert text_tokens("Toy Story") == [
+        "w:toy", "w:story", "g:#to", "g:toy", "g:oy#", "g:#st", "g:sto", "g:tor", "g:ory",
+        "g:ry#",
+    ]  # fmt: skip
+
+
+def test_profile_tokens_bucket_age_and_zip() -> None:
+    assert profile_tokens(["age=24", "zip_code=85711", "gender=M", "age=a3"]) == [
+        "age=1",  # 18-24
+        "zip=8",
+        "gender=M",
+        "age=a3",
+    ]
+
+
+def test_content_matrix_rows_follow_the_vocabulary() -> None:
+    items = pd.DataFrame(
+        {ITEM_ID: ["2", "1"], ITEM_ATTRIBUTES: [["a1"], ["a2", "a3"]], ITEM_TEXT: ["x", ""]}
+    )
+    vocab = Vocabulary.build(["1", "2", "3"])
+    cfg = ContentConfig(max_attrs=2, text_tokens=3, attr_buckets=50, text_buckets=50)
+    out = content_matrix(items, vocab, cfg)
+    assert out.shape == (4, 5)
+    assert out[1, :2].tolist() == [hash_token("a2", "attr", 50), hash_token("a3", "attr", 50)]
+    assert out[2, 0] == hash_token("a1", "attr", 50) and out[2, 2] > 0
+    assert not out[[0, 3]].any()  # PAD and the item without content
+
+
+def test_user_profiles_are_required_for_zero_shot() -> None:
+    users = pd.DataFrame({USER_ID: ["1"], USER_ATTRIBUTES: [[]]})
+    with pytest.raises(DataValidationError, match="every profile is empty"):
+        user_profile_matrix(users, ["1"], ZeroShotConfig())
+    ok = pd.DataFrame({USER_ID: ["1", "2"], USER_ATTRIBUTES: [["gender=F"], []]})
+    out = user_profile_matrix(ok, ["2", "1"], ZeroShotConfig(max_profile_tokens=2))
+    assert out[0].tolist() == [0, 0] and out[1, 0] > 0
+
+
+def _tower(use_id: bool = True) -> ContentItemTower:
+    cfg = ContentConfig(max_attrs=2, text_tokens=2, attr_buckets=10, text_buckets=10)
+    content = torch.tensor([[0, 0, 0, 0], [1, 2, 3, 0], [1, 0, 0, 0], [0, 0, 0, 0]])
+    cfg = cfg.model_copy(update={"use_id": use_id})
+    return ContentItemTower(3, 4, content, cfg)
+
+
+def test_content_tower_pads_and_gives_the_id_only_to_known_items() -> None:
+    tower = _tower().eval()
+    tower.set_known_items(torch.tensor([0, 5, 0, 1]))
+    vecs = tower.all_items()
+    assert vecs.shape == (4, 4)
+    assert torch.equal(vecs[0], torch.zeros(4))  # PAD
+    assert torch.allclose(vecs[2], tower.content_vectors(tower.item_attributes[2]))  # cold
+    id_part = vecs[1] - tower.content_vectors(tower.item_attributes[1])
+    assert torch.allclose(id_part, tower.embedding.weight[1])
+    assert torch.equal(vecs[3], tower.embedding.weight[3].detach())  # no content, has an id
+
+
+def test_content_tower_refuses_a_bad_matrix() -> None:
+    cfg = ContentConfig(max_attrs=2, text_tokens=2, attr_buckets=10, text_buckets=10)
+    with pytest.raises(DataValidationError, match="shape"):
+        ContentItemTower(3, 4, torch.zeros(4, 3, dtype=torch.long), cfg)
+    with pytest.raises(DataValidationError, match="attribute tokens outside"):
+        ContentItemTower(3, 4, torch.full((4, 4), 11), cfg)
+
+
+def test_config_rules_for_cold_start() -> None:
+    with pytest.raises(ConfigError, match="item_tower=content"):
+        load(None, ["pretrain.epochs=2"])
+    with pytest.raises(ConfigError, match="causal_targets=prefixes"):
+        load(None, ["model.zero_shot.enabled=true"])
+    cfg = load(None, ["model.name=mind", "model.item_tower=content", "pretrain.epochs=1"])
+    assert cfg.model.content.id_dropout == 0.5 and np.isclose(cfg.pretrain.temperature, 0.05)
