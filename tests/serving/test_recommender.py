@@ -1,0 +1,170 @@
+"""The serving library over a real registry and Feast repository: recommend, feedback, items."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from mirec.serving.app import ServingApp
+from mirec.serving.schemas import (
+    SOURCE_COLD_START,
+    SOURCE_MODEL,
+    SOURCE_POPULARITY,
+    FeedbackRequest,
+    ItemIn,
+    RecommendRequest,
+    RequestError,
+)
+from mirec.serving.settings import ServingSettings
+from tests.serving.conftest import Deployment
+
+pytestmark = [pytest.mark.integration, pytest.mark.feast, pytest.mark.spark]
+
+
+@pytest.fixture
+def app(deployment: Deployment) -> Iterator[ServingApp]:
+    yield ServingApp.from_registry(deployment.registry_root, settings=ServingSettings(max_k=50))
+
+
+def _user_with_history(app: ServingApp, deployment: Deployment, skip: int = 0) -> str:
+    users = sorted(deployment.dataset.events["user_id"].astype(str).unique())
+    found = app.histories.lookup(users)
+    return [u for u in users if found[u].history][skip]
+
+
+def test_recommend_serves_the_production_model(app: ServingApp, deployment: Deployment) -> None:
+    user = _user_with_history(app, deployment)
+    history = app.histories.lookup([user])[user].history or []
+    seen = set(app.model.decode(np.asarray(history)))
+    first = app.recommend(RecommendRequest(user_id=user, k=10))
+    assert first.model_version == "v1" and first.source == SOURCE_MODEL and not first.degraded
+    assert len(first.items) == 10 == len(set(first.items)) == len(first.scores)
+    assert first.scores == sorted(first.scores, reverse=True)
+    assert not seen & set(first.items)
+    excluded = app.recommend(RecommendRequest(user_id=user, k=10, exclude=first.items[:3]))
+    assert not set(first.items[:3]) & set(excluded.items)
+    assert excluded.items[:7] == first.items[3:10]
+    assert excluded.request_id != first.request_id
+
+
+def test_batch_matches_single_requests(app: ServingApp, deployment: Deployment) -> None:
+    users = [_user_with_history(app, deployment, i) for i in range(4)]
+    reqs = [RecommendRequest(user_id=u, k=5) for u in users]
+    batch = [answer for answer, _ in app.recommend_batch(reqs)]
+    single = [app.recommend(r) for r in reqs]
+    assert [b.items for b in batch] == [s.items for s in single]  # type: ignore[union-attr]
+
+
+def test_unknown_user_gets_popularity(app: ServingApp) -> None:
+    got = app.recommend(RecommendRequest(user_id="nobody-at-all", k=5))
+    assert got.source == SOURCE_POPULARITY and len(got.items) == 5
+    counts = app.router.route("x").popularity.counts
+    idx = app.model.encode(got.items)
+    assert list(counts[idx]) == sorted(counts[idx], reverse=True)
+
+
+class _Centroid:
+    """A cold-start tower stand-in: the mean item vector as the one interest."""
+
+    def __init__(self, app: ServingApp) -> None:
+        self.vec = app.model.item_vectors(np.arange(1, app.model.vocab_size + 1)).mean(axis=0)
+
+    def user_vectors(
+        self, user_ids: Sequence[str], contexts: Sequence[dict[str, Any] | None]
+    ) -> np.ndarray:
+        return np.tile(self.vec, (len(user_ids), 1, 1)).astype(np.float32)
+
+
+def test_cold_start_hook_serves_users_without_history(
+    app: ServingApp, deployment: Deployment
+) -> None:
+    app.router.route("x").cold_start = _Centroid(app)
+    got = app.recommend(RecommendRequest(user_id="brand-new", k=5, context={"country": "fr"}))
+    assert got.source == SOURCE_COLD_START and len(got.items) == 5
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ({"k": 5}, "user_id"),
+        ({"user_id": "1", "k": "5"}, "k"),
+        ({"user_id": 7, "k": 5}, "user_id"),
+        ({"user_id": "1", "k": 5, "exclude": "a"}, "exclude"),
+        ({"user_id": "1", "k": 5, "colour": "red"}, "colour"),
+    ],
+)
+def test_malformed_requests_name_the_field(body: dict[str, Any], needle: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        RecommendRequest.model_validate(body)
+    assert needle in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("req", "needle"),
+    [
+        ({"k": 0}, "k must be a positive integer"),
+        ({"k": -3}, "k must be a positive integer"),
+        ({"k": 51}, "at most 50"),
+        ({"k": 5, "exclude": ["no-such-item"]}, "unknown item ids: ['no-such-item']"),
+    ],
+)
+def test_refused_requests_say_why(app: ServingApp, req: dict[str, Any], needle: str) -> None:
+    with pytest.raises(RequestError) as err:
+        app.recommend(RecommendRequest(user_id="1", **req))
+    assert err.value.status == 400 and needle in str(err.value)
+
+
+def test_reject_mode_answers_404_for_unknown_users(deployment: Deployment) -> None:
+    strict = ServingApp.from_registry(
+        deployment.registry_root, settings=ServingSettings(unknown_users="reject")
+    )
+    with pytest.raises(RequestError) as err:
+        strict.recommend(RecommendRequest(user_id="nobody", k=3))
+    assert err.value.status == 404 and "nobody" in str(err.value)
+
+
+def test_click_is_pushed_and_changes_the_next_recommendation(
+    app: ServingApp, deployment: Deployment
+) -> None:
+    user = _user_with_history(app, deployment, 5)
+    before = app.recommend(RecommendRequest(user_id=user, k=10))
+    clicked = before.items[-1]
+    ack = app.feedback.record(FeedbackRequest(request_id=before.request_id, item_id=clicked))
+    assert ack.pushed and ack.position == 9 and ack.user_id == user and ack.model_version == "v1"
+    fresh = ServingApp.from_registry(deployment.registry_root)  # reads the online store again
+    history = fresh.histories.lookup([user])[user].history or []
+    assert history[-1] == int(app.model.encode([clicked])[0])
+    after = fresh.recommend(RecommendRequest(user_id=user, k=10))
+    assert clicked not in after.items and after.items != before.items
+
+
+def test_feedback_refuses_unknown_requests_and_items(app: ServingApp) -> None:
+    with pytest.raises(RequestError) as err:
+        app.feedback.record(FeedbackRequest(request_id="f" * 32, item_id="1"))
+    assert err.value.status == 404 and "unknown request_id" in str(err.value)
+    served = app.recommend(RecommendRequest(user_id="nobody", k=3))
+    missing = next(i for i in map(str, range(1, 200)) if i not in served.items)
+    with pytest.raises(RequestError) as err:
+        app.feedback.record(FeedbackRequest(request_id=served.request_id, item_id=missing))
+    assert err.value.status == 400 and "was not in the response" in str(err.value)
+
+
+def test_new_item_is_retrievable_without_retraining(
+    app: ServingApp, deployment: Deployment
+) -> None:
+    user = _user_with_history(app, deployment, 2)
+    before = app.recommend(RecommendRequest(user_id=user, k=5))
+    added = app.items.upsert([ItemIn(item_id="fresh-item", similar_to=before.items[:2])])
+    assert added.added == ["fresh-item"] and added.num_items == app.model.vocab_size + 1
+    after = app.recommend(RecommendRequest(user_id=user, k=5))
+    assert "fresh-item" in after.items
+    again = app.items.upsert([ItemIn(item_id="fresh-item", attributes=["colour=red"])])
+    assert again.updated == ["fresh-item"] and again.num_items == added.num_items
+    with pytest.raises(RequestError, match="similar_to"):
+        app.items.upsert([ItemIn(item_id="lonely")])
+    with pytest.raises(RequestError, match="unknown item ids"):
+        app.items.upsert([ItemIn(item_id="odd", similar_to=["not-an-item"])])
