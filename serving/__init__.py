@@ -1,0 +1,1 @@
+"""BentoML services over ``mirec.serving`` (adapters: nothing in ``src/mirec`` imports them)."""
