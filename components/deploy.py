@@ -20,11 +20,9 @@ def deploy(
 
     Serving loads the registry's ``production`` and ``canary`` stages (see docs/pipeline.md).
     """
-    import json
-
     from mirec.pipeline.model import deploy_model
 
-    result = deploy_model(
+    record = deploy_model(
         model.path,
         gate_report.path,
         registry_root,
@@ -32,7 +30,6 @@ def deploy(
         run_name=run_name,
         feature_repo=features.uri,
     )
-    deployment.metadata.update(result.metadata)
-    with open(deployment.path, "w") as fh:
-        json.dump(result.metadata, fh, indent=2, default=str)
-    return str(result.metadata["stage"])
+    deployment.metadata.update(record.dump())
+    record.write(deployment.path)
+    return record.stage

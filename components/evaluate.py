@@ -16,23 +16,15 @@ def evaluate(
     production_metrics: Output[Metrics],
     gate_report: Output[Artifact],
 ) -> str:
-    """Log both metric sets and the gate's decision (also recorded in the registry, pass or
+    """Log both metric sets and the gate's report (also recorded in the registry, pass or
     fail); return ``"pass"`` or ``"fail"``."""
-    import json
+    from mirec.pipeline.model import evaluate_challenger
 
-    from mirec.pipeline.model import (
-        GATE_PREFIX_CHALLENGER,
-        GATE_PREFIX_PRODUCTION,
-        evaluate_challenger,
-    )
-
-    result = evaluate_challenger(model.path, events.path, registry_root, run_id=run_id)
-    for name, value in result.metrics.items():
-        if name.startswith(GATE_PREFIX_CHALLENGER):
-            challenger_metrics.log_metric(name[len(GATE_PREFIX_CHALLENGER) :], value)
-        elif name.startswith(GATE_PREFIX_PRODUCTION):
-            production_metrics.log_metric(name[len(GATE_PREFIX_PRODUCTION) :], value)
-    gate_report.metadata.update(result.metadata)
-    with open(gate_report.path, "w") as fh:
-        json.dump({**result.metadata, "metrics": result.metrics}, fh, indent=2, default=str)
-    return result.decision
+    report = evaluate_challenger(model.path, events.path, registry_root, run_id=run_id)
+    for name, value in report.challenger_metrics.items():
+        challenger_metrics.log_metric(name, value)
+    for name, value in report.production_metrics.items():
+        production_metrics.log_metric(name, value)
+    gate_report.metadata.update(report.dump())
+    report.write(gate_report.path)
+    return report.decision

@@ -32,6 +32,7 @@ from mirec.data.vocab import Vocabulary
 from mirec.errors import BundleMismatchError, ConfigError
 from mirec.manifest import (
     BUNDLE_FORMAT,
+    BundleManifest,
     file_sha256,
     read_manifest,
     verify_files,
@@ -100,23 +101,23 @@ class ModelBundle:
         items = cold_start.known_items(self.vocab, recent_items)
         return cold_start.user_vectors_from_profile(self.model, self.config.model, profile, items)
 
-    def manifest(self, checksums: dict[str, str]) -> dict[str, Any]:
+    def manifest(self, checksums: dict[str, str]) -> BundleManifest:
         """The manifest written beside the files."""
-        return {
-            "bundle_format": BUNDLE_FORMAT,
-            "created_at": datetime.now(UTC).isoformat(),
-            "config": self.config.model_dump(mode="json"),
-            "metrics": self.metrics,
-            "data_fingerprint": self.data_fingerprint,
-            "vocab_size": self.vocab.size,
-            "vocab_fingerprint": self.vocab.fingerprint,
-            "dim": self.config.model.dim,
-            "num_interests": self.config.model.interests,
-            "index_metric": "inner_product",
-            "package_versions": package_versions(),
-            "extra": self.extra,
-            "files": checksums,
-        }
+        return BundleManifest(
+            bundle_format=BUNDLE_FORMAT,
+            created_at=datetime.now(UTC).isoformat(),
+            config=self.config.model_dump(mode="json"),
+            metrics=self.metrics,
+            data_fingerprint=self.data_fingerprint,
+            vocab_size=self.vocab.size,
+            vocab_fingerprint=self.vocab.fingerprint,
+            dim=self.config.model.dim,
+            num_interests=self.config.model.interests,
+            index_metric="inner_product",
+            package_versions=package_versions(),
+            extra=self.extra,
+            files=checksums,
+        )
 
     def save(self, directory: str | Path) -> Path:
         """Write the bundle to ``directory`` (created; existing bundle files are replaced)."""
@@ -143,11 +144,11 @@ class ModelBundle:
         manifest = read_manifest(src)
         verify_files(src, manifest)
         try:
-            config = from_dict(manifest["config"])
+            config = from_dict(manifest.config)
         except ConfigError as exc:
             raise BundleMismatchError(f"bundle {src}: manifest config is invalid: {exc}") from exc
         vocab = Vocabulary.load(src / VOCAB_FILE)
-        if vocab.fingerprint != manifest.get("vocab_fingerprint"):
+        if vocab.fingerprint != manifest.vocab_fingerprint:
             raise BundleMismatchError(f"bundle {src}: vocabulary does not match the manifest")
         attrs = np.load(src / ITEM_ATTRS_FILE) if (src / ITEM_ATTRS_FILE).exists() else None
         model = build_model(config.model, vocab.size, _attr_tensor(attrs), config.data.max_len)
@@ -162,9 +163,9 @@ class ModelBundle:
             config=config,
             vocab=vocab,
             item_attributes=attrs,
-            metrics=dict(manifest.get("metrics", {})),
-            data_fingerprint=str(manifest.get("data_fingerprint", "")),
-            extra=dict(manifest.get("extra", {})),
+            metrics=dict(manifest.metrics),
+            data_fingerprint=manifest.data_fingerprint,
+            extra=dict(manifest.extra),
             path=src,
         )
 
@@ -178,7 +179,6 @@ def attach_file(directory: str | Path, name: str, extra: dict[str, Any] | None =
     src = Path(directory)
     manifest = read_manifest(src)
     verify_files(src, manifest)
-    manifest["files"][name] = file_sha256(src / name)
-    if extra:
-        manifest.setdefault("extra", {}).update(extra)
-    write_manifest(src, manifest)
+    files = {**manifest.files, name: file_sha256(src / name)}
+    update = {"files": files, "extra": {**manifest.extra, **(extra or {})}}
+    write_manifest(src, manifest.model_copy(update=update))

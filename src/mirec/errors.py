@@ -38,5 +38,9 @@ class FeatureLookupError(MirecError):
     """The feature store could not serve the requested features."""
 
 
+class ContractError(MirecError, ValueError):
+    """A record passed between steps (gate report, deploy record, metadata) is incomplete."""
+
+
 class RegistryError(MirecError):
     """The model registry is asked for something it does not hold."""

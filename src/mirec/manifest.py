@@ -1,17 +1,18 @@
-"""The bundle manifest on disk: read, check, write atomically, verify file checksums.
+"""The bundle manifest on disk: a typed record, read, checked, written atomically.
 
 Kept free of torch and the models so that light modules (the registry) can check a bundle.
+``ModelBundle`` writes the manifest (``ModelBundle.manifest``); ``read_manifest`` is its reader.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from mirec.errors import BundleMismatchError
+from mirec.records import Record
 
 BUNDLE_FORMAT = 1
 MANIFEST = "manifest.json"
@@ -26,26 +27,60 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_manifest(directory: Path) -> dict[str, Any]:
-    """Read and sanity-check ``manifest.json``."""
+class BundleManifest(Record):
+    """``manifest.json``: what a bundle holds and how it was made.
+
+    Attributes:
+        bundle_format: the layout version (``BUNDLE_FORMAT``).
+        created_at: ISO-8601 UTC time the bundle was saved.
+        config: the resolved ``TrainConfig`` tree.
+        metrics: the training run's metrics (``valid/...``, ``test/...``).
+        data_fingerprint: fingerprint of the training data.
+        vocab_size: N, the items the model knows.
+        vocab_fingerprint: the vocabulary's fingerprint (checked against ``vocab.json``).
+        dim: D.
+        num_interests: K.
+        index_metric: how items are scored (``inner_product``).
+        package_versions: Python and the packages the bundle depends on.
+        extra: lineage and the index step's facts (``extra["index"]``).
+        files: file name -> sha256 of every file of the bundle.
+    """
+
+    bundle_format: Literal[1]
+    created_at: str
+    config: dict[str, Any]
+    metrics: dict[str, float]
+    data_fingerprint: str
+    vocab_size: int
+    vocab_fingerprint: str
+    dim: int
+    num_interests: int
+    index_metric: str
+    package_versions: dict[str, str]
+    extra: dict[str, Any]
+    files: dict[str, str]
+
+
+def read_manifest(directory: Path) -> BundleManifest:
+    """Read and check ``manifest.json``: its format, then every field (named when bad)."""
     path = directory / MANIFEST
     if not path.is_file():
         raise BundleMismatchError(f"bundle {directory}: {MANIFEST} is missing")
     try:
-        manifest = json.loads(path.read_text())
+        raw = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleMismatchError(f"bundle {directory}: {MANIFEST} is corrupt: {exc}") from exc
-    fmt = manifest.get("bundle_format") if isinstance(manifest, dict) else None
+    fmt = raw.get("bundle_format") if isinstance(raw, dict) else None
     if fmt != BUNDLE_FORMAT:
         raise BundleMismatchError(
             f"bundle {directory}: bundle_format {fmt!r} is not supported (expected {BUNDLE_FORMAT})"
         )
-    return manifest
+    return BundleManifest.parse(raw, f"bundle {directory}: {MANIFEST}", BundleMismatchError)
 
 
-def verify_files(directory: Path, manifest: dict[str, Any]) -> None:
+def verify_files(directory: Path, manifest: BundleManifest) -> None:
     """Check that every file listed in the manifest exists with the recorded checksum."""
-    for name, expected in manifest.get("files", {}).items():
+    for name, expected in manifest.files.items():
         path = directory / name
         if not path.is_file():
             raise BundleMismatchError(f"bundle {directory}: file {name} is missing")
@@ -53,8 +88,6 @@ def verify_files(directory: Path, manifest: dict[str, Any]) -> None:
             raise BundleMismatchError(f"bundle {directory}: file {name} is corrupt (checksum)")
 
 
-def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+def write_manifest(directory: Path, manifest: BundleManifest) -> None:
     """Write the manifest atomically (temp file, then rename)."""
-    tmp = directory / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, directory / MANIFEST)
+    manifest.write(directory / MANIFEST)

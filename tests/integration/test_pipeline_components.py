@@ -164,13 +164,13 @@ def test_gate_without_production_checks_thresholds_only(
     decision, ours, theirs, report = _gate(work, "first", model, checked, work / "reg_first")
     assert decision == "pass"
     assert ours.metadata["recall@20"] >= 0.0 and theirs.metadata == {}
-    assert report.metadata["production_version"] == ""
+    assert report.metadata["production_version"] is None
     strict = _with_config(model, work / "strict", gate__min_value=1.0)
     decision, _, _, report = _gate(work, "strict", strict, checked, work / "reg_first")
     assert decision == "fail"
     assert "threshold" in report.metadata["reasons"][0]
     recorded = Registry(work / "reg_first").gate_decisions()  # pass and fail both recorded
-    assert [(g["decision"], g["pipeline_run_id"]) for g in recorded] == [
+    assert [(g.decision, g.pipeline_run_id) for g in recorded] == [
         ("pass", "run-first"),
         ("fail", "run-strict"),
     ]
@@ -208,7 +208,7 @@ def test_index_then_deploy_production_canary_and_idempotence(
     assert (stage, meta["version"]) == ("production", 1)
     other = _with_config(indexed, work / "other", optim__lr=0.002)
     _, ours, theirs, report = _gate(work, "vs_prod", other, checked, registry_root)
-    assert report.metadata["production_version"] == "1"
+    assert report.metadata["production_version"] == 1
     assert theirs.metadata["recall@20"] == pytest.approx(ours.metadata["recall@20"])
     stage, meta = run_deploy(other, "second")
     assert (stage, meta["version"], meta["canary_version"]) == ("canary", 2, 2)
@@ -264,7 +264,7 @@ def test_gate_scores_a_production_model_of_another_max_len(
         metrics=FakeArtifact(work / "wide_metrics"),
     )
     decision, ours, theirs, report = _gate(work, "wide", wide, checked, registry_root)
-    assert decision in ("pass", "fail") and report.metadata["production_version"] == "1"
+    assert decision in ("pass", "fail") and report.metadata["production_version"] == 1
     assert theirs.metadata["num_users"] == ours.metadata["num_users"] > 0
     # the same held-out users and vocabulary as production's own test split, at its own width
     assert theirs.metadata["recall@20"] == pytest.approx(manifest["metrics"]["test/recall@20"])

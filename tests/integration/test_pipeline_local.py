@@ -100,7 +100,7 @@ def test_first_model_goes_straight_to_production(env: Env, first: LocalRun) -> N
     assert _stages(registry) == (1, None, [1])
     assert (registry.bundle_path(1) / "index.faiss").is_file()
     assert registry.get(1).lineage["pipeline_run_id"]
-    assert [g["decision"] for g in registry.gate_decisions()] == ["pass"]
+    assert [g.decision for g in registry.gate_decisions()] == ["pass"]
     summary = format_summary(first.run_dir, first.task_seconds)
     assert "deployed: version 1 -> production" in summary
     assert "expectations passed" in summary and "index: flat over 100 items" in summary
@@ -124,13 +124,13 @@ def test_failing_gate_skips_index_and_deploy(env: Env, first: LocalRun) -> None:
     assert not (run.run_dir / "deploy").exists()
     production = tasks["evaluate"].artifacts["production_metrics"]
     assert "recall@20" in production  # production was evaluated on the challenger's split
-    assert tasks["evaluate"].artifacts["gate_report"]["production_version"] == "1"
+    assert tasks["evaluate"].artifacts["gate_report"]["production_version"] == 1
     registry = Registry(env.registry)
     assert _stages(registry) == (1, None, [1])
     recorded = registry.gate_decisions()[-1]  # the failed gate is in the registry too
-    assert recorded["decision"] == "fail" and recorded["production_version"] == "1"
-    assert recorded["metrics"]["production/recall@20"] == production["recall@20"]
-    assert recorded["pipeline_run_id"] and recorded["data_fingerprint"]
+    assert recorded.decision == "fail" and recorded.production_version == 1
+    assert recorded.production_metrics["recall@20"] == production["recall@20"]
+    assert recorded.pipeline_run_id and recorded.data_fingerprint
     assert "gate: FAIL" in format_summary(run.run_dir)
 
 

@@ -10,11 +10,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-import mirec.registry as registry_module
+import mirec.registry.state as state_module
 from mirec.errors import BundleMismatchError, RegistryError
+from mirec.manifest import BundleManifest, write_manifest
 from mirec.registry import (
     BUNDLE_DIR,
     MODEL_NAME,
+    GateReport,
     ModelVersion,
     Registry,
     config_hash,
@@ -31,15 +33,22 @@ def make_bundle(directory: Path, seed: int = 0) -> Path:
     directory.mkdir(parents=True)
     np.save(directory / "item_vecs.npy", np.random.default_rng(seed).random((5, 8), np.float32))
     (directory / "vocab.json").write_text(json.dumps({"items": ["a", "b", "c", "d"]}))
-    manifest = {
-        "bundle_format": 1,
-        "config": CONFIG,
-        "metrics": {"recall@20": 0.3},
-        "data_fingerprint": f"data-{seed}",
-        "vocab_fingerprint": "vocab-0",
-        "package_versions": {"mirec": "0.1.0"},
-    }
-    (directory / "manifest.json").write_text(json.dumps(manifest))
+    manifest = BundleManifest(
+        bundle_format=1,
+        created_at="2024-01-01T00:00:00+00:00",
+        config=CONFIG,
+        metrics={"recall@20": 0.3},
+        data_fingerprint=f"data-{seed}",
+        vocab_size=4,
+        vocab_fingerprint="vocab-0",
+        dim=8,
+        num_interests=4,
+        index_metric="inner_product",
+        package_versions={"mirec": "0.1.0"},
+        extra={},
+        files={},
+    )
+    write_manifest(directory, manifest)
     return directory
 
 
@@ -53,6 +62,26 @@ def register(reg: Registry, bundle: Path, fingerprint: str, **overrides: Any) ->
         **overrides,
     }
     return reg.register(bundle, **kwargs)
+
+
+def gate_report(decision: str, **changes: Any) -> GateReport:
+    fields: dict[str, Any] = {
+        "decision": decision,
+        "metric": "recall@20",
+        "challenger_value": 0.3,
+        "production_value": 0.28,
+        "production_version": 1,
+        "reasons": (),
+        "min_value": 0.0,
+        "max_regression": 0.01,
+        "challenger_metrics": {"recall@20": 0.3},
+        "production_metrics": {"recall@20": 0.28},
+        "pipeline_run_id": "run-1",
+        "data_fingerprint": "data-2",
+        "config_hash": config_hash(CONFIG),
+        "code_version": "0.1.0",
+    }
+    return GateReport(**{**fields, **changes})
 
 
 def crash(*args: Any) -> None:
@@ -167,7 +196,7 @@ def test_crash_midway_keeps_production_and_a_valid_file(two_versions, monkeypatc
     deploy_version(reg, first.version)
     deploy_version(reg, second.version)
     before = reg.path.read_text()
-    monkeypatch.setattr(registry_module.os, "replace", crash)
+    monkeypatch.setattr(state_module.os, "replace", crash)
     with pytest.raises(OSError, match="simulated crash"):
         reg.promote_canary()
     with pytest.raises(OSError, match="simulated crash"):
@@ -183,7 +212,7 @@ def test_crash_midway_keeps_production_and_a_valid_file(two_versions, monkeypatc
 def test_crash_during_register_keeps_registry(reg: Registry, tmp_path: Path, monkeypatch) -> None:
     first = register(reg, make_bundle(tmp_path / "b1"), "data-0")
     deploy_version(reg, first.version)
-    monkeypatch.setattr(registry_module.os, "replace", crash)
+    monkeypatch.setattr(state_module.os, "replace", crash)
     with pytest.raises(OSError, match="simulated crash"):
         register(reg, make_bundle(tmp_path / "b2", 2), "data-2")
     monkeypatch.undo()
@@ -236,10 +265,33 @@ def test_bentoml_home_defaults_under_root(tmp_path: Path, monkeypatch) -> None:
 def test_gate_decisions_are_recorded_pass_or_fail(two_versions) -> None:
     reg, first, _ = two_versions
     reg.set_stage("production", first.version)
-    reg.record_gate({"decision": "fail", "metric": "recall@20", "reasons": ["below 0.9"]})
-    reg.record_gate({"decision": "pass", "metric": "recall@20", "reasons": []})
+    failed = reg.record_gate(gate_report("fail", reasons=("below 0.9",)))
+    reg.record_gate(gate_report("pass"))
     decisions = reg.gate_decisions()
-    assert [d["decision"] for d in decisions] == ["fail", "pass"]
-    assert decisions[0]["reasons"] == ["below 0.9"] and decisions[0]["at"] < decisions[1]["at"]
+    assert [d.decision for d in decisions] == ["fail", "pass"] and decisions[0] == failed
+    assert decisions[0].reasons == ("below 0.9",) and decisions[0].at < decisions[1].at
+    assert decisions[1].production_metrics == {"recall@20": 0.28}
     production = reg.stage("production")
     assert production is not None and production.version == first.version  # stages untouched
+
+
+def test_a_renamed_manifest_field_is_refused_with_its_name(reg: Registry, tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path / "renamed")
+    raw = json.loads((bundle / "manifest.json").read_text())
+    raw["data_fp"] = raw.pop("data_fingerprint")
+    (bundle / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(
+        BundleMismatchError, match=r"field 'data_fingerprint' is missing; unknown field 'data_fp'"
+    ):
+        register(reg, bundle, "data-0")
+    assert reg.versions() == []
+
+
+def test_a_gate_record_with_a_renamed_field_is_refused(two_versions) -> None:
+    reg, _, _ = two_versions
+    reg.record_gate(gate_report("pass"))
+    state = json.loads(reg.path.read_text())
+    state["gate_decisions"][0]["verdict"] = state["gate_decisions"][0].pop("decision")
+    reg.path.write_text(json.dumps(state))
+    with pytest.raises(RegistryError, match=r"gate_decisions\[0\].*'decision' is missing"):
+        reg.gate_decisions()

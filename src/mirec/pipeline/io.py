@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -30,6 +30,7 @@ from mirec.data.events import (
 )
 from mirec.data.vocab import sort_ids
 from mirec.errors import DataFormatError
+from mirec.records import Record
 from mirec.schema import ITEM_ATTRIBUTES, ITEM_ID, USER_ATTRIBUTES, USER_ID
 
 EVENTS_FILE = "events.parquet"
@@ -41,6 +42,9 @@ USERS_FILE = "users.parquet"
 class StepResult:
     """What a step reports to its component: numbers for KFP Metrics, facts for metadata.
 
+    Steps whose facts another step or the run summary reads put a typed record's ``dump()`` in
+    ``metadata`` (``IndexedModel``); the reader parses it back with the record's ``parse``.
+
     Attributes:
         metrics: flat ``name -> float`` logged with ``Metrics.log_metric``.
         metadata: JSON-ready facts stored on the step's main output artifact.
@@ -50,6 +54,58 @@ class StepResult:
     metrics: dict[str, float] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     decision: str = ""
+
+
+class IndexRecord(Record):
+    """The index step's facts (``mirec.index.IndexInfo``), in the manifest and KFP metadata.
+
+    Attributes:
+        kind: "flat" | "hnsw" | "ivf".
+        params: the index's parameters (``fallback_from`` after a fallback).
+        num_items: N, the indexed items.
+        dim: D.
+        recall_at_k: recall@k against exact search (None: ANN built without query sample).
+        k: the k of ``recall_at_k``.
+        fell_back: True when the ANN index missed the recall gate (exact search is used).
+        build_seconds: wall time of the build and the recall check.
+    """
+
+    kind: Literal["flat", "hnsw", "ivf"]
+    params: dict[str, Any]
+    num_items: int
+    dim: int
+    recall_at_k: float | None
+    k: int
+    fell_back: bool
+    build_seconds: float
+
+
+class IndexedModel(Record):
+    """The metadata of the index step's ``indexed_model`` artifact."""
+
+    index: IndexRecord
+
+
+class DeployRecord(Record):
+    """What the deploy step did: written by ``deploy_model``, read by the run summary.
+
+    Attributes:
+        version: the registry version of the deployed bundle.
+        tag: its BentoML tag.
+        stage: the stage it went to.
+        production_version: the registry's production version after the deploy.
+        canary_version: the registry's canary version after the deploy (None: no canary).
+        registry_root: the registry's folder.
+        bundle_path: the bundle directory inside BentoML's store.
+    """
+
+    version: int
+    tag: str
+    stage: Literal["production", "canary"]
+    production_version: int | None
+    canary_version: int | None
+    registry_root: str
+    bundle_path: str
 
 
 def catalog_from_ids(ids: pd.Series, id_column: str, attr_column: str) -> pd.DataFrame:

@@ -1,15 +1,15 @@
 """Model steps of the retraining pipeline: train, evaluate + gate, build the index, deploy.
 
 Each function takes paths (the components' artifact paths) and plain values, calls the library
-and returns a ``StepResult``; the components only log it. The evaluation gate compares the
-challenger with the registry's current production model on the CHALLENGER's held-out split
-(targets unknown to the older vocabulary count as misses).
+and returns a ``StepResult`` or a typed record (``GateReport``, ``DeployRecord``); the
+components only log it. The evaluation gate compares the challenger with the registry's current
+production model on the CHALLENGER's held-out split, each model at its own input width (targets
+unknown to the older vocabulary count as misses).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import shutil
 from pathlib import Path
@@ -23,12 +23,12 @@ from mirec.config import TrainConfig, from_dict
 from mirec.data.batches import eval_batches
 from mirec.data.splits import EvalData
 from mirec.data.vocab import Vocabulary
-from mirec.pipeline.io import StepResult, read_dataset_dir
+from mirec.errors import ContractError
+from mirec.pipeline.io import DeployRecord, IndexedModel, IndexRecord, StepResult, read_dataset_dir
+from mirec.registry import CANARY, PRODUCTION, GateReport, Registry, config_hash, deploy_version
 
 log = logging.getLogger(__name__)
 
-GATE_PREFIX_CHALLENGER = "challenger/"
-GATE_PREFIX_PRODUCTION = "production/"
 MAX_QUERY_USERS = 1000  # users whose interest vectors gate the ANN index's recall
 
 
@@ -91,29 +91,24 @@ def train_model(
     return StepResult(metrics=metrics, metadata=metadata)
 
 
-def production_bundle(registry_root: str | Path) -> tuple[ModelBundle | None, str]:
-    """The registry's current production bundle and its version label (None, "" if none)."""
-    from mirec.registry import Registry
-
+def production_bundle(registry_root: str | Path) -> tuple[ModelBundle | None, int | None]:
+    """The registry's current production bundle and its version (None, None if none)."""
     registry = Registry(registry_root)
     version = registry.stage("production")
     if version is None:
-        return None, ""
-    return ModelBundle.load(registry.bundle_path(version.version)), str(version.version)
+        return None, None
+    return ModelBundle.load(registry.bundle_path(version.version)), version.version
 
 
 def evaluate_challenger(
     model_dir: str | Path, events_dir: str | Path, registry_root: str | Path, run_id: str = ""
-) -> StepResult:
+) -> GateReport:
     """Evaluate challenger and production on the challenger's held-out split, then gate.
 
-    The decision, both metric sets and the challenger's lineage (``run_id``, data fingerprint,
-    config hash) are recorded in the registry whether the gate passes or fails.
-
-    Returns:
-        ``metrics`` = ``challenger/<m>`` and ``production/<m>`` (absent without production);
-        ``metadata`` = the gate's metric, values, reasons, production version;
-        ``decision`` = ``"pass"`` or ``"fail"``.
+    Each model reads histories at its own config's width and with its own vocabulary
+    (``mirec.evaluate.evaluate_bundle``), so a retrain may change ``data.max_len``. The report
+    (decision, both metric sets, the challenger's lineage: ``run_id``, data fingerprint, config
+    hash) is recorded in the registry whether the gate passes or fails.
     """
     from mirec.evaluate import evaluate_bundle, gate
     from mirec.training import prepare
@@ -130,43 +125,24 @@ def evaluate_challenger(
     else:
         log.info("no production model yet: the gate checks absolute thresholds only")
     result = gate(ours, theirs, cfg.gate)
-    metrics = {GATE_PREFIX_CHALLENGER + k: float(v) for k, v in ours.items()}
-    if theirs is not None:
-        metrics.update({GATE_PREFIX_PRODUCTION + k: float(v) for k, v in theirs.items()})
-    metadata = {
-        "decision": result.decision,
-        "metric": result.metric,
-        "challenger_value": result.challenger_value,
-        "production_value": result.production_value,
-        "production_version": prod_version,
-        "reasons": list(result.reasons),
-        "min_value": cfg.gate.min_value,
-        "max_regression": cfg.gate.max_regression,
-    }
-    _record_gate(registry_root, challenger, metadata, metrics, run_id)
-    return StepResult(metrics=metrics, metadata=metadata, decision=result.decision)
-
-
-def _record_gate(
-    registry_root: str | Path,
-    challenger: ModelBundle,
-    metadata: dict[str, Any],
-    metrics: dict[str, float],
-    run_id: str,
-) -> None:
-    """Write the gate's outcome into the registry's ``gate_decisions`` log."""
-    from mirec.registry import Registry, config_hash
-
-    Registry(registry_root).record_gate(
-        {
-            **metadata,
-            "metrics": metrics,
-            "pipeline_run_id": run_id,
-            "data_fingerprint": challenger.data_fingerprint,
-            "config_hash": config_hash(challenger.config.model_dump(mode="json")),
-            "code_version": code_version(),
-        }
+    report = GateReport(
+        decision=result.decision,
+        metric=result.metric,
+        challenger_value=result.challenger_value,
+        production_value=result.production_value,
+        production_version=prod_version,
+        reasons=tuple(result.reasons),
+        min_value=cfg.gate.min_value,
+        max_regression=cfg.gate.max_regression,
+        challenger_metrics={k: float(v) for k, v in ours.items()},
+        production_metrics={k: float(v) for k, v in (theirs or {}).items()},
+        pipeline_run_id=run_id,
+        data_fingerprint=challenger.data_fingerprint,
+        config_hash=config_hash(cfg.model_dump(mode="json")),
+        code_version=code_version(),
     )
+    Registry(registry_root).record_gate(report)
+    return report
 
 
 @torch.no_grad()
@@ -212,14 +188,15 @@ def build_model_index(
         item_vecs, item_ids, cfg.index, query_sample=queries if len(queries) else None
     )
     save_index(index, out / INDEX_FILE)
-    attach_file(out, INDEX_FILE, extra={"index": info.to_dict()})
+    record = IndexRecord.parse(info.to_dict(), "index info")
+    attach_file(out, INDEX_FILE, extra={"index": record.dump()})
     metrics = {
         f"index_recall@{info.k}": float(info.recall_at_k if info.recall_at_k is not None else -1),
         "index_build_seconds": float(info.build_seconds),
         "index_items": float(info.num_items),
         "index_fell_back": float(info.fell_back),
     }
-    return StepResult(metrics=metrics, metadata={"index": info.to_dict()})
+    return StepResult(metrics=metrics, metadata=IndexedModel(index=record).dump())
 
 
 CODE_VERSION_ENV = "MIREC_CODE_VERSION"
@@ -254,7 +231,7 @@ def deploy_model(
     run_id: str = "",
     run_name: str = "",
     feature_repo: str = "",
-) -> StepResult:
+) -> DeployRecord:
     """Register the indexed bundle and deploy it: first model -> production, later -> canary.
 
     Registration is idempotent: the same data fingerprint, resolved config and code version
@@ -262,47 +239,38 @@ def deploy_model(
     both metric sets, the index and the Feast repository the model's features came from.
     """
     from mirec.manifest import read_manifest
-    from mirec.registry import CANARY, PRODUCTION, Registry, deploy_version
 
     bundle = Path(model_dir)
     manifest = read_manifest(bundle)
-    report = json.loads(Path(gate_report).read_text())
-    metrics = report.get("metrics", {})
-    challenger = {
-        k[len(GATE_PREFIX_CHALLENGER) :]: v
-        for k, v in metrics.items()
-        if k.startswith(GATE_PREFIX_CHALLENGER)
-    }
+    report = GateReport.read(gate_report)
+    if "index" not in manifest.extra:
+        raise ContractError(f"bundle {bundle}: manifest extra has no 'index' (not indexed)")
+    index = IndexRecord.parse(manifest.extra["index"], f"bundle {bundle}: extra.index")
     lineage = {
         "pipeline_run_id": run_id,
         "pipeline_run_name": run_name,
-        "gate": {k: v for k, v in report.items() if k != "metrics"},
-        "production_metrics": {
-            k[len(GATE_PREFIX_PRODUCTION) :]: v
-            for k, v in metrics.items()
-            if k.startswith(GATE_PREFIX_PRODUCTION)
-        },
-        "index": manifest.get("extra", {}).get("index", {}),
+        "gate": report.dump(),
+        "production_metrics": report.production_metrics,
+        "index": index.dump(),
         "feature_repo": feature_repo,
     }
     registry = Registry(registry_root)
     entry = registry.register(
         bundle,
-        metrics=challenger,
-        data_fingerprint=str(manifest["data_fingerprint"]),
-        config=manifest["config"],
+        metrics=report.challenger_metrics,
+        data_fingerprint=manifest.data_fingerprint,
+        config=manifest.config,
         code_version=code_version(),
         lineage=lineage,
     )
     stage = deploy_version(registry, entry.version)
     production, canary = registry.stage(PRODUCTION), registry.stage(CANARY)
-    metadata = {
-        "version": entry.version,
-        "tag": entry.tag,
-        "stage": stage,
-        "production_version": production.version if production else None,
-        "canary_version": canary.version if canary else None,
-        "registry_root": str(registry.root),
-        "bundle_path": str(registry.bundle_path(entry.version)),
-    }
-    return StepResult(metrics={"version": float(entry.version)}, metadata=metadata)
+    return DeployRecord(
+        version=entry.version,
+        tag=entry.tag,
+        stage=stage,
+        production_version=production.version if production else None,
+        canary_version=canary.version if canary else None,
+        registry_root=str(registry.root),
+        bundle_path=str(registry.bundle_path(entry.version)),
+    )

@@ -2,7 +2,9 @@
 
 It reads what each executed step recorded in kfp.local's run directory
 (``<run_dir>/<task>/executor_output.json``: returned parameters and artifact metadata, i.e. the
-KFP Metrics the step logged), so it shows exactly what a KFP UI would.
+KFP Metrics the step logged), so it shows exactly what a KFP UI would. The model steps' facts
+are typed records (``GateReport``, ``IndexedModel``, ``DeployRecord``): a missing or renamed
+field fails here with its name instead of printing a zero.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mirec.pipeline.io import DeployRecord, IndexedModel
+from mirec.registry import GateReport
 from mirec.tables import format_table
 
 EXECUTOR_OUTPUT = "executor_output.json"
@@ -104,24 +108,17 @@ def _metrics_section(tasks: dict[str, TaskOutput]) -> list[str]:
     gate = tasks.get("evaluate")
     if gate is None:
         return ["metrics: not evaluated (the run stopped before)"]
-    ours = gate.artifacts.get("challenger_metrics", {})
-    theirs = gate.artifacts.get("production_metrics", {})
-    report = gate.artifacts.get("gate_report", {})
-    version = report.get("production_version")
-    label = f"production ({_version(version)})" if version else "production (none yet)"
+    report = GateReport.parse(gate.artifacts.get("gate_report"), "evaluate: gate_report")
+    ours, theirs = report.challenger_metrics, report.production_metrics
+    version = report.production_version
+    label = "production (none yet)" if version is None else f"production ({_version(version)})"
     keys = [k for k in SUMMARY_KEYS if k in ours or k in theirs]
     rows = [[k, _fmt(ours.get(k)), _fmt(theirs.get(k))] for k in keys]
     table = format_table(["metric (test split)", "challenger", label], rows)
-    decision = str(gate.parameters.get("Output", report.get("decision", "?")))
-    reasons = report.get("reasons") or []
     lines = ["metrics against production (the challenger's held-out users)", table]
-    limits = (
-        f"min {_fmt(report.get('min_value'))}, max regression {_fmt(report.get('max_regression'))}"
-    )
-    lines.append(
-        f"gate: {decision.upper()} on {report.get('metric')} ({limits})"
-        + ("" if not reasons else " - " + "; ".join(str(r) for r in reasons))
-    )
+    limits = f"min {_fmt(report.min_value)}, max regression {_fmt(report.max_regression)}"
+    reasons = "" if not report.reasons else " - " + "; ".join(report.reasons)
+    lines.append(f"gate: {report.decision.upper()} on {report.metric} ({limits}){reasons}")
     return lines
 
 
@@ -129,21 +126,21 @@ def _deploy_section(tasks: dict[str, TaskOutput]) -> list[str]:
     indexed = tasks.get("build-index")
     if indexed is None:
         return ["index: not built (gate failed or run stopped)", "deployed: nothing"]
-    info = indexed.artifacts.get("indexed_model", {}).get("index", {})
-    recall = info.get("recall_at_k")
-    fell_back = " (ANN missed the recall gate: exact fallback)" if info.get("fell_back") else ""
+    where = "build-index: indexed_model"
+    info = IndexedModel.parse(indexed.artifacts.get("indexed_model"), where).index
+    fell_back = " (ANN missed the recall gate: exact fallback)" if info.fell_back else ""
     lines = [
-        f"index: {info.get('kind')} over {int(info.get('num_items', 0))} items, "
-        f"recall@{int(info.get('k', 0))} vs exact {_fmt(recall)}{fell_back}"
+        f"index: {info.kind} over {info.num_items} items, "
+        f"recall@{info.k} vs exact {_fmt(info.recall_at_k)}{fell_back}"
     ]
     deployed = tasks.get("deploy")
     if deployed is None:
         return lines + ["deployed: nothing (deploy did not finish)"]
-    meta = deployed.artifacts.get("deployment", {})
+    meta = DeployRecord.parse(deployed.artifacts.get("deployment"), "deploy: deployment")
     lines.append(
-        f"deployed: version {int(float(meta.get('version', 0)))} -> {meta.get('stage')}"
-        f" (registry: production {_version(meta.get('production_version'))},"
-        f" canary {_version(meta.get('canary_version'))})"
+        f"deployed: version {meta.version} -> {meta.stage}"
+        f" (registry: production {_version(meta.production_version)},"
+        f" canary {_version(meta.canary_version)})"
     )
     return lines
 
