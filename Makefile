@@ -7,7 +7,7 @@ SHARED_DATA ?= ../shared/data
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint fmt bench-quality bench-features bench-index bench-serving serve lock clean
+.PHONY: help install run test test-fast lint fmt bench-quality bench-features bench-index bench-cold-start bench-serving serve lock clean
 
 help: ## list the commands
 	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z_-]+:.*##/ {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -49,6 +49,9 @@ bench-features: $(STAMP) ## Spark feature build scaling, Feast lookup latency, v
 
 bench-index: $(STAMP) ## faiss index build / latency / recall at 1e5 and 1e6 items
 	$(PY) benchmarks/bench_index.py
+
+bench-cold-start: $(STAMP) ## cold items (content tower) and cold users (MAIL) on ml-100k
+	$(PY) benchmarks/bench_cold_start.py --data $(SHARED_DATA)/ml-100k
 
 bench-serving: $(STAMP) ## closed-loop load against mirec serve: 1e5-item HNSW, Redis lookups, c1/16/64
 	$(PY) benchmarks/bench_serving.py $(if $(BENCH_SECONDS),--seconds $(BENCH_SECONDS),)

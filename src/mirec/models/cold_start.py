@@ -177,3 +177,52 @@ class ZeroShotScorer:
             raise ConfigError("zero-shot scoring needs batch.user_idx to find the profiles")
         vecs = zero_shot_vectors(self.model, self.cfg, batch, self.profiles[batch.user_idx])
         return max_interest_scores(vecs, self.model.item_vectors())
+
+
+class DemographicPopularity:
+    """The demographic-popularity floor for cold users: popular items among similar profiles.
+
+    For every hashed profile token t, share_t(i) is the share of training users with t who have
+    item i; a user is scored by the mean of share_t over their tokens (tokens no training user
+    has are skipped; a user with none gets overall popularity). Exact profile groups are mostly
+    singletons on ml-100k, so the floor backs off to each profile field.
+
+    Args:
+        sequences: the training users' sequences.
+        train_profiles: int64 [U_train, P] hashed profiles of those users.
+        num_items: N.
+        profiles: LongTensor [U, P] hashed profiles of the evaluated rows (``batch.user_idx``).
+    """
+
+    def __init__(
+        self,
+        sequences: Sequence[np.ndarray],
+        train_profiles: np.ndarray,
+        num_items: int,
+        profiles: torch.Tensor,
+    ) -> None:
+        counts: dict[int, np.ndarray] = {}
+        users: dict[int, int] = {}
+        overall = np.zeros(num_items + 1)
+        for seq, row in zip(sequences, train_profiles, strict=True):
+            seen = np.bincount(np.unique(seq), minlength=num_items + 1) > 0
+            overall += seen
+            for token in {int(t) for t in row if t}:
+                counts.setdefault(token, np.zeros(num_items + 1))[seen] += 1
+                users[token] = users.get(token, 0) + 1
+        self.share = {t: c / users[t] for t, c in counts.items()}
+        self.overall = overall / max(len(sequences), 1)
+        self.profiles = profiles
+
+    def eval(self) -> None:
+        """Nothing to switch (the floor has no training mode)."""
+
+    def score_all(self, batch: SeqBatch) -> torch.Tensor:
+        """[B, N+1] scores of the rows ``batch.user_idx``."""
+        if batch.user_idx is None:
+            raise ConfigError("demographic popularity needs batch.user_idx to find the profiles")
+        rows = []
+        for tokens in self.profiles[batch.user_idx].tolist():
+            known = [self.share[t] for t in tokens if t in self.share]
+            rows.append(np.mean(known, axis=0) if known else self.overall)
+        return torch.from_numpy(np.stack(rows).astype(np.float32))
