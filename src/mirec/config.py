@@ -61,7 +61,10 @@ class ZeroShotConfig(_Frozen):
 class ModelConfig(_Frozen):
     """Tower architecture."""
 
-    name: Literal["sasrec", "comirec_sa", "comirec_dr", "mind"] = "sasrec"
+    name: Literal["sasrec", "comirec_sa", "comirec_dr", "mind", "multi_tower"] = "sasrec"
+    # multi_tower: item tower -> num_layers bidirectional blocks -> this multi-interest extractor
+    extractor: Literal["comirec_sa", "comirec_dr", "mind"] = "comirec_sa"
+    num_intents: int = Field(0, ge=0)  # ELCRec: learnable intent centres (0 = none; >= 2 else)
     dim: int = Field(64, ge=1)
     num_interests: int = Field(4, ge=1)  # forced to 1 for sasrec
     num_layers: int = Field(2, ge=0)
@@ -82,16 +85,41 @@ class ModelConfig(_Frozen):
         return 1 if self.name == "sasrec" else self.num_interests
 
 
+class AuxiliaryConfig(_Frozen):
+    """Weights of the auxiliary objective terms (``mirec.objectives``); 0 switches one off."""
+
+    repel: float = Field(0.0, ge=0)  # cosine repel between a user's K interest vectors
+    routing: float = Field(0.0, ge=0)  # REMI routing regularisation (needs a routing matrix)
+    clustering: float = Field(0.0, ge=0)  # ELCRec centre separation + behaviour alignment
+    contrastive: float = Field(0.0, ge=0)  # ELCRec intent-assisted contrastive learning
+
+
+class IntentConfig(_Frozen):
+    """ELCRec: when the centres start, and the contrastive views."""
+
+    warmup_epochs: int = Field(1, ge=0)  # k-means on the user vectors before this epoch
+    temperature: float = Field(0.5, gt=0)  # NT-Xent temperature (cosine similarities)
+    fusion: Literal["none", "shift"] = "shift"  # add the view's nearest centre before CL
+    crop: float = Field(0.2, gt=0, le=1)  # crop keeps this share of the history
+    mask: float = Field(0.7, ge=0, lt=1)  # mask removes this share of the items
+    reorder: float = Field(0.2, ge=0, le=1)  # reorder shuffles a span of this share
+
+
 class LossConfig(_Frozen):
     """Training objective."""
 
-    kind: Literal["full_softmax", "sampled_softmax"] = "full_softmax"
+    kind: Literal["full_softmax", "sampled_softmax", "sampled_softmax_ihn"] = "full_softmax"
     sampler: Literal["uniform", "popularity", "log_uniform", "in_batch"] = "popularity"
     num_negatives: int | None = Field(None, ge=1)  # default 10 x batch size (ComiRec)
     logq_correction: bool = True
     remove_accidental_hits: bool = True
-    readout: Literal["max", "target_aware"] = "max"
+    readout: Literal["max", "target_aware", "logsumexp"] = "max"
+    readout_temperature: float = Field(1.0, gt=0)  # logsumexp: tau * logsumexp_k(s_k / tau)
     temperature: float = Field(1.0, gt=0)
+    ihn_beta: float = Field(1.0, ge=0)  # sampled_softmax_ihn: hardness tilt (0 = no tilt)
+    repel_margin: float = Field(0.0, ge=-1, lt=1)  # repel: cosines above it are penalised
+    auxiliary: AuxiliaryConfig = AuxiliaryConfig()  # weights of the auxiliary terms
+    intents: IntentConfig = IntentConfig()  # ELCRec clustering and contrastive settings
     # causal towers (SASRec): a loss at every position of each sequence (one row per user), or
     # one row per prefix scored at its newest item, as serving scores (~8x the tower's work)
     causal_targets: Literal["all_positions", "prefixes"] = "all_positions"

@@ -103,10 +103,10 @@ def test_cut_offs_must_be_distinct_and_positive(ks: str) -> None:
 @pytest.mark.parametrize(
     "override, key, allowed",
     [
-        ("model.name=sasrecc", "model.name", "'sasrec', 'comirec_sa', 'comirec_dr' or 'mind'"),
-        ("loss.kind=softmax", "loss.kind", "'full_softmax' or 'sampled_softmax'"),
+        ("model.name=sasrecc", "model.name", "'sasrec', 'comirec_sa', 'comirec_dr', 'mind' or 'multi_tower'"),
+        ("loss.kind=softmax", "loss.kind", "'full_softmax', 'sampled_softmax' or 'sampled_softmax_ihn'"),
         ("loss.sampler=random", "loss.sampler", "'uniform', 'popularity'"),
-        ("loss.readout=mean", "loss.readout", "'max' or 'target_aware'"),
+        ("loss.readout=mean", "loss.readout", "'max', 'target_aware' or 'logsumexp'"),
     ],
 )
 def test_model_and_loss_names_are_checked_at_load(override: str, key: str, allowed: str) -> None:

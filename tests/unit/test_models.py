@@ -36,7 +36,7 @@ def _model(name: str, seed: int = 0, **kw: object) -> torch.nn.Module:
 
 
 def test_registry_is_explicit() -> None:
-    assert set(MODELS) == {"sasrec", "comirec_sa", "comirec_dr", "mind"}
+    assert set(MODELS) == {"sasrec", "comirec_sa", "comirec_dr", "mind", "multi_tower"}
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

@@ -12,8 +12,10 @@ from mirec.errors import ConfigError
 from mirec.models.cold_start import attach_zero_shot
 from mirec.models.comirec import ComiRecDR, ComiRecSA
 from mirec.models.content_tower import build_item_tower
+from mirec.models.intents import IntentCentres
 from mirec.models.item_tower import ItemTower
 from mirec.models.mind import MIND
+from mirec.models.multi_tower import MultiTower
 from mirec.models.sasrec import SASRec
 from mirec.models.two_tower import TwoTower
 from mirec.schema import DEFAULT_MAX_LEN
@@ -37,12 +39,27 @@ def _mind(cfg: ModelConfig, item_tower: ItemTower, max_len: int) -> nn.Module:
     return MIND(item_tower, max_len, cfg.num_interests, cfg.routing_iters)
 
 
+def _multi_tower(cfg: ModelConfig, item_tower: ItemTower, max_len: int) -> nn.Module:
+    extractor = MODELS[cfg.extractor](cfg, item_tower, max_len)
+    return MultiTower(
+        item_tower,
+        extractor,
+        max_len,
+        cfg.num_layers,
+        cfg.num_heads,
+        cfg.ffn_dim,
+        cfg.dropout,
+        cfg.norm,
+    )
+
+
 # name -> user-tower constructor (cfg, shared item tower, max_len)
 MODELS: dict[str, Callable[[ModelConfig, ItemTower, int], nn.Module]] = {
     "sasrec": _sasrec,
     "comirec_sa": _comirec_sa,
     "comirec_dr": _comirec_dr,
     "mind": _mind,
+    "multi_tower": _multi_tower,
 }
 CAUSAL_MODELS = frozenset({"sasrec"})
 
@@ -77,6 +94,8 @@ def build_model(
         cfg.item_tower, num_items, cfg.dim, attrs, cfg.attribute_pool, cfg.content
     )
     user_tower = MODELS[cfg.name](cfg, item_tower, max_len)
+    if cfg.num_intents:  # ELCRec centres: parameters of the user tower, saved with it
+        user_tower.add_module("intents", IntentCentres(cfg.num_intents, cfg.dim))
     model = TwoTower(item_tower, user_tower, causal=cfg.name in CAUSAL_MODELS)
     return attach_zero_shot(cfg, model)  # MAIL zero-shot tower when model.zero_shot.enabled
 

@@ -1,8 +1,10 @@
 """Training objectives: ``compute_loss`` runs the configured main loss and auxiliary terms.
 
 Each objective is a small module that registers itself (``mirec.objectives.registry``):
-``full_softmax`` and ``sampled_softmax`` are the main losses today; auxiliary terms (repel,
-routing regularisation, clustering, contrastive) plug in the same way.
+the main losses are ``full_softmax``, ``sampled_softmax`` and REMI's ``sampled_softmax_ihn``
+(``ihn``); the auxiliary terms are ``repel`` (interest repel), ``routing`` (REMI's routing
+regularisation), ``clustering`` (ELCRec's centre loss) and ``contrastive`` (ELCRec's
+intent-assisted contrastive learning). Their weights are ``loss.auxiliary``; see docs/methods.md.
 """
 
 from __future__ import annotations
@@ -14,7 +16,12 @@ import torch
 from mirec.config import LossConfig
 from mirec.data.batches import SeqBatch
 from mirec.models.two_tower import TwoTower
+from mirec.objectives import clustering as clustering
+from mirec.objectives import contrastive as contrastive
 from mirec.objectives import full_softmax as full_softmax
+from mirec.objectives import ihn as ihn
+from mirec.objectives import repel as repel
+from mirec.objectives import routing as routing
 from mirec.objectives import sampled_softmax as sampled_softmax
 from mirec.objectives.base import (
     LossContext,
@@ -62,7 +69,8 @@ def compute_loss(
             negatives); may be None for ``full_softmax``.
         generator: RNG for negatives.
         num_negatives: shared negatives per batch (the cap for in-batch negatives).
-        auxiliary: auxiliary term name -> weight (terms with weight 0 are skipped).
+        auxiliary: auxiliary term name -> weight (terms with weight 0 are skipped); None
+            takes ``cfg.auxiliary``.
 
     Returns:
         LossOutput with ``parts = {cfg.kind: main, <term>: term, ...}`` (unweighted parts). A
@@ -79,7 +87,8 @@ def compute_loss(
     ctx = LossContext(model, batch, cfg, sampler, generator, num_negatives, user_vecs, targets)
     total = main(ctx)
     parts: dict[str, torch.Tensor] = {cfg.kind: total.detach()}
-    for name, weight in (auxiliary or {}).items():
+    weights = cfg.auxiliary.model_dump() if auxiliary is None else auxiliary
+    for name, weight in weights.items():
         if weight == 0:
             continue
         term = auxiliary_objective(name)(ctx)

@@ -1,8 +1,10 @@
 """What every objective shares: the batch context, readouts, sampler protocols, the output.
 
-Two readouts map the K interest vectors of a user to scores: ``max`` (score = max_k <v_k, e_i>,
-the same rule as serving) and ``target_aware`` (ComiRec's hard label-aware attention: use the
-interest closest to the target, chosen without gradient).
+Three readouts map the K interest vectors of a user to scores: ``max`` (score = max_k <v_k, e_i>,
+the same rule as serving), ``logsumexp`` (its smooth version, tau * logsumexp_k(<v_k, e_i> / tau),
+which tends to ``max`` as tau -> 0 and every interest gets gradient) and ``target_aware``
+(ComiRec's hard label-aware attention: use the interest closest to the target, chosen without
+gradient). ``interest_scores`` and ``positive_scores`` apply the readout's pooling over K.
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ import torch
 from mirec.config import LossConfig
 from mirec.data.batches import SeqBatch
 from mirec.errors import ConfigError
-from mirec.models.two_tower import TwoTower
+from mirec.models.two_tower import TwoTower, max_interest_scores
 from mirec.schema import PAD_ITEM_ID
 
-Readout = Literal["max", "target_aware"]
+Readout = Literal["max", "target_aware", "logsumexp"]
 
 
 class NegativeDrawLike(Protocol):
@@ -84,14 +86,52 @@ def readout(user_vecs: torch.Tensor, target_vecs: torch.Tensor, mode: Readout) -
         Tensor [B, K, D] for ``max``, [B, 1, D] for ``target_aware``; score any item set with
         ``max_interest_scores``.
     """
-    if mode == "max" or user_vecs.shape[1] == 1:
+    if mode in ("max", "logsumexp") or user_vecs.shape[1] == 1:
         return user_vecs
     if mode != "target_aware":
-        raise ConfigError(f"loss.readout {mode!r} is not 'max' or 'target_aware'")
+        raise ConfigError(f"loss.readout {mode!r} is not 'max', 'logsumexp' or 'target_aware'")
     with torch.no_grad():
         best = torch.einsum("bkd,bd->bk", user_vecs, target_vecs).argmax(dim=1)  # [B]
     rows = torch.arange(user_vecs.shape[0], device=user_vecs.device)
     return user_vecs[rows, best].unsqueeze(1)  # [B, 1, D]
+
+
+def interest_scores(
+    queries: torch.Tensor, items: torch.Tensor, mode: Readout, temperature: float = 1.0
+) -> torch.Tensor:
+    """Scores of every (row, item) pair pooled over the K query vectors.
+
+    Args:
+        queries: Tensor [P, K', D] from ``readout``.
+        items: Tensor [M, D].
+        mode: the readout; ``logsumexp`` pools by tau * logsumexp_k(s_k / tau), every other
+            mode (and K' = 1) by the max, as serving does.
+        temperature: tau of ``logsumexp``.
+
+    Returns:
+        Tensor [P, M].
+    """
+    if mode != "logsumexp" or queries.shape[1] == 1:
+        return max_interest_scores(queries, items)
+    scores = torch.einsum("pkd,md->pkm", queries, items)  # [P, K, M]
+    return temperature * torch.logsumexp(scores / temperature, dim=1)
+
+
+def positive_scores(
+    queries: torch.Tensor, pos_vecs: torch.Tensor, mode: Readout, temperature: float = 1.0
+) -> torch.Tensor:
+    """Each row's score of its own positive, pooled over K as ``interest_scores`` does.
+
+    Args:
+        queries: Tensor [P, K', D]; pos_vecs: Tensor [P, D].
+
+    Returns:
+        Tensor [P].
+    """
+    scores = (queries * pos_vecs.unsqueeze(1)).sum(-1)  # [P, K']
+    if mode == "logsumexp" and scores.shape[1] > 1:
+        return temperature * torch.logsumexp(scores / temperature, dim=1)
+    return scores.max(dim=1).values
 
 
 def training_rows(model: TwoTower, batch: SeqBatch) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,8 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from mirec.models.two_tower import max_interest_scores
-from mirec.objectives.base import LossContext, readout
+from mirec.objectives.base import LossContext, Readout, interest_scores, readout
 from mirec.objectives.registry import register_main
 from mirec.schema import PAD_ITEM_ID
 
@@ -130,6 +129,8 @@ def full_softmax_loss(
     targets: torch.Tensor,
     temperature: float,
     matmul_dtype: torch.dtype = torch.float32,
+    readout_mode: Readout = "max",
+    readout_temperature: float = 1.0,
 ) -> torch.Tensor:
     """Cross-entropy over all real items (the PAD row never competes).
 
@@ -140,6 +141,7 @@ def full_softmax_loss(
         temperature: logits are divided by it (applied to the queries, which is the same).
         matmul_dtype: dtype of the logits matmuls for K = 1 (``torch.bfloat16`` is faster on
             CPUs with AMX); the softmax itself is always float32.
+        readout_mode, readout_temperature: how K > 1 query vectors pool (``interest_scores``).
     """
     queries = queries / temperature if temperature != 1.0 else queries
     items = item_vecs[PAD_ITEM_ID + 1 :]  # [N, D]
@@ -147,7 +149,8 @@ def full_softmax_loss(
     if queries.shape[1] == 1:
         loss: torch.Tensor = _SoftmaxCrossEntropy.apply(queries[:, 0], items, labels, matmul_dtype)
         return loss
-    return F.cross_entropy(max_interest_scores(queries, items), labels)  # [P, N] logits
+    scores = interest_scores(queries, items, readout_mode, readout_temperature)  # [P, N]
+    return F.cross_entropy(scores, labels)
 
 
 @register_main("full_softmax")
@@ -156,4 +159,6 @@ def full_softmax_objective(ctx: LossContext) -> torch.Tensor:
     item_vecs = ctx.model.item_vectors()  # [N+1, D]
     queries = readout(ctx.user_vecs, item_vecs[ctx.targets], ctx.cfg.readout)
     dtype = resolve_matmul_dtype(ctx.cfg.matmul_dtype)
-    return full_softmax_loss(queries, item_vecs, ctx.targets, ctx.cfg.temperature, dtype)
+    cfg = ctx.cfg
+    temps = (cfg.temperature, dtype, cfg.readout, cfg.readout_temperature)
+    return full_softmax_loss(queries, item_vecs, ctx.targets, *temps)

@@ -7,13 +7,19 @@ import torch.nn.functional as F
 
 from mirec.config import LossConfig
 from mirec.errors import ConfigError
-from mirec.models.two_tower import max_interest_scores
-from mirec.objectives.base import LossContext, NegativeSampler, readout
+from mirec.objectives.base import (
+    LossContext,
+    NegativeSampler,
+    Readout,
+    interest_scores,
+    positive_scores,
+    readout,
+)
 from mirec.objectives.registry import register_main
 from mirec.schema import PAD_ITEM_ID
 
 
-def _negatives(
+def shared_negatives(
     targets: torch.Tensor,
     cfg: LossConfig,
     sampler: NegativeSampler | None,
@@ -34,6 +40,19 @@ def _negatives(
     return draw.ids.to(targets.device), draw.log_q.to(targets.device), False
 
 
+def negative_mask(
+    neg_ids: torch.Tensor, targets: torch.Tensor, cfg: LossConfig, full_in_batch: bool
+) -> torch.Tensor:
+    """BoolTensor [P, M], True where a shared negative must not count for a row: PAD, the row's
+    own target (with ``remove_accidental_hits``) and, for full in-batch negatives, the diagonal."""
+    masked = (neg_ids == PAD_ITEM_ID).unsqueeze(0).expand(targets.shape[0], -1)  # [P, M]
+    if cfg.remove_accidental_hits:
+        masked = masked | (neg_ids.unsqueeze(0) == targets.unsqueeze(1))
+    if full_in_batch:  # the row's own positive is its label, not a negative
+        masked = masked | torch.eye(targets.shape[0], dtype=torch.bool, device=targets.device)
+    return masked
+
+
 def sampled_softmax_loss(
     queries: torch.Tensor,
     pos_vecs: torch.Tensor,
@@ -43,6 +62,8 @@ def sampled_softmax_loss(
     neg_log_q: torch.Tensor | None,
     masked: torch.Tensor | None,
     temperature: float,
+    readout_mode: Readout = "max",
+    readout_temperature: float = 1.0,
 ) -> torch.Tensor:
     """Softmax of each row's positive against shared negatives.
 
@@ -57,10 +78,11 @@ def sampled_softmax_loss(
         neg_log_q: Tensor [M] or None.
         masked: BoolTensor [P, M] or None; True removes that negative from that row.
         temperature: softmax temperature.
+        readout_mode, readout_temperature: how K query vectors pool (``interest_scores``).
     """
     queries = queries / temperature if temperature != 1.0 else queries
-    pos = (queries * pos_vecs.unsqueeze(1)).sum(-1).max(dim=1).values  # [P]
-    neg = max_interest_scores(queries, neg_vecs)  # [P, M]
+    pos = positive_scores(queries, pos_vecs, readout_mode, readout_temperature)  # [P]
+    neg = interest_scores(queries, neg_vecs, readout_mode, readout_temperature)  # [P, M]
     if pos_log_q is not None and neg_log_q is not None:
         pos = pos - pos_log_q
         neg = neg - neg_log_q.unsqueeze(0)
@@ -77,14 +99,12 @@ def sampled_softmax_objective(ctx: LossContext) -> torch.Tensor:
     user_vecs, generator, num_negatives = ctx.user_vecs, ctx.generator, ctx.num_negatives
     if cfg.logq_correction and sampler is None:
         raise ConfigError("loss.logq_correction is true but no sampler gives log q")
-    neg_ids, neg_log_q, full_in_batch = _negatives(targets, cfg, sampler, generator, num_negatives)
+    neg_ids, neg_log_q, full_in_batch = shared_negatives(
+        targets, cfg, sampler, generator, num_negatives
+    )
     pos_vecs = model.item_tower(targets)  # [P, D]
     queries = readout(user_vecs, pos_vecs, cfg.readout)
-    masked = (neg_ids == PAD_ITEM_ID).unsqueeze(0).expand(targets.shape[0], -1)  # [P, M]
-    if cfg.remove_accidental_hits:
-        masked = masked | (neg_ids.unsqueeze(0) == targets.unsqueeze(1))
-    if full_in_batch:  # the row's own positive is its label, not a negative
-        masked = masked | torch.eye(targets.shape[0], dtype=torch.bool, device=targets.device)
+    masked = negative_mask(neg_ids, targets, cfg, full_in_batch)  # [P, M]
     pos_log_q = None
     if cfg.logq_correction and sampler is not None:
         pos_log_q = sampler.log_q(targets).to(pos_vecs.dtype)
@@ -96,4 +116,6 @@ def sampled_softmax_objective(ctx: LossContext) -> torch.Tensor:
         neg_log_q=None if neg_log_q is None else neg_log_q.to(pos_vecs.dtype),
         masked=masked,
         temperature=cfg.temperature,
+        readout_mode=cfg.readout,
+        readout_temperature=cfg.readout_temperature,
     )

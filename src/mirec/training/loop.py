@@ -34,6 +34,7 @@ from mirec.models import build_model
 from mirec.models.two_tower import TwoTower
 from mirec.objectives import compute_loss, resolve_matmul_dtype
 from mirec.objectives.cold_start import prepare_cold_start
+from mirec.objectives.epoch_hooks import before_epoch, epoch_diagnostics
 from mirec.training.optim import ParamEMA, ScheduleHorizon, build_optimizer, build_scheduler
 from mirec.training.prepare import Prepared
 from mirec.training.result import TrainResult, peak_rss_mb, write_result
@@ -237,7 +238,7 @@ def train_worker(
     prepare_cold_start(model, split.item_counts, prep.user_profiles, cfg)  # no-op without them
     sampler = (
         build_sampler(cfg.loss.sampler, split.item_counts)
-        if cfg.loss.kind == "sampled_softmax"
+        if cfg.loss.kind in ("sampled_softmax", "sampled_softmax_ihn")
         else None
     )
     module: nn.Module = _LossModule(model, cfg, sampler)
@@ -257,6 +258,7 @@ def train_worker(
     )
     while st.epoch < cfg.optim.max_epochs:
         started = time.perf_counter()
+        before_epoch(model, cfg, split, st.epoch)  # ELCRec: k-means start of the intent centres
         loss, seen = _run_epoch(
             module, stepper, cfg, split, model.causal, st.epoch, rank, world, progress
         )
@@ -301,6 +303,7 @@ def _end_of_epoch(
         "train_loss": loss,
         "lr": float(stepper.sched.get_last_lr()[0]),
         "seconds": st.elapsed,
+        **epoch_diagnostics(model, cfg, split),
         **{f"valid/{k}": v for k, v in valid.items()},
     }
     assert st.history is not None
