@@ -155,16 +155,18 @@ def test_recbole_missing_header_names_line_1(tmp_path: Path) -> None:
         load_recbole(inter)
     assert (err.value.path, err.value.line) == (str(inter), 1)
     assert "missing header" in str(err.value)
-    _write(inter, "uid:token\titem_id:token\n1\t2\n")
+    _write(inter, "person:token\titem_id:token\n1\t2\n")
     with pytest.raises(DataFormatError, match="no user_id column"):
         load_recbole(inter)
 
 
-def test_recbole_wrong_field_count_names_line(tmp_path: Path) -> None:
+def test_recbole_wrong_field_count_is_a_rejected_line(tmp_path: Path) -> None:
     inter = _write(tmp_path / "toy.inter", INTER_HEADER + "1\t2\t3\t881250949\n1\t3\t881250949\n")
-    with pytest.raises(DataFormatError) as err:
+    with pytest.raises(DataValidationError, match="malformed_line=1; first bad lines: 3"):
         load_recbole(tmp_path / "toy")  # path prefix
-    assert (err.value.path, err.value.line) == (str(inter), 3)
+    ds = load_recbole(inter, max_bad_fraction=0.5)
+    assert (ds.report.rows_read, ds.report.rows_kept) == (2, 1)
+    assert ds.report.bad_rows[[REASON, SOURCE_LINE]].values.tolist() == [["malformed_line", 3]]
 
 
 def test_recbole_bad_rows_and_same_timestamp_order(tmp_path: Path) -> None:
@@ -197,17 +199,25 @@ def test_load_table_csv_with_mapping_and_iso_times(tmp_path: Path) -> None:
     assert ds.events[EVENT_TS].tolist() == [pd.Timestamp("2024-01-02 03:04:05", tz="UTC")] * 2
     assert ds.events["event_type"].tolist() == ["click", "interaction"]
     assert ds.report.bad_rows[SOURCE_LINE].tolist() == [4]  # header is line 1
-    with pytest.raises(DataFormatError, match="missing column 'user_id'"):
-        load_table(csv)
+    with pytest.raises(DataFormatError, match="no item_id column"):
+        load_table(csv)  # uid is an alias of user_id; sku is nothing known
     with pytest.raises(ConfigError, match="unknown canonical"):
         load_table(csv, {"customer": "uid"})
 
 
-def test_load_table_malformed_csv_names_line(tmp_path: Path) -> None:
-    csv = _write(tmp_path / "bad.csv", "user_id,item_id\n1,2\n3,4,5,6\n")
-    with pytest.raises(DataFormatError) as err:
+def test_load_table_malformed_csv_lines_are_rejected_with_their_line(tmp_path: Path) -> None:
+    csv = _write(tmp_path / "bad.csv", "user_id,item_id\n1,2\n3,4,5,6\n7\n\n8,9\n")
+    ds = load_table(csv, max_bad_fraction=0.5)
+    assert ds.events[USER_ID].tolist() == ["1", "8"]
+    bad = ds.report.bad_rows
+    assert bad[[REASON, SOURCE_LINE]].values.tolist() == [
+        ["malformed_line", 3],
+        ["malformed_line", 4],
+    ]
+    assert bad[USER_ID].tolist() == ["3", "7"] and bad[ITEM_ID].tolist() == ["4", None]
+    assert ds.report.rows_read == ds.report.rows_kept + len(bad) == 4
+    with pytest.raises(DataValidationError, match="malformed_line=2"):
         load_table(csv)
-    assert err.value.line == 3
 
 
 def test_load_table_parquet_keeps_seq_pos_and_event_ids(tmp_path: Path) -> None:

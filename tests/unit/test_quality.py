@@ -120,11 +120,12 @@ def test_check_bad_fraction_raises_with_a_readable_summary() -> None:
 
 def test_reason_names_are_the_contract() -> None:
     assert REASONS == (
+        "malformed_line",
         "null_user_id",
         "null_item_id",
-        "bad_timestamp",
         "future_timestamp",
         "before_epoch",
+        "bad_timestamp",
         "unknown_event_type",
         "duplicate_event",
         "invalid_utf8_id",

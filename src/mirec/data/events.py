@@ -9,6 +9,7 @@ public files have day-level timestamps with many ties, or no timestamps at all.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mirec.data.rules import MILLIS_THRESHOLD
 from mirec.errors import DataFormatError
 from mirec.schema import (
     EVENT_ID,
@@ -80,27 +82,104 @@ class Dataset:
     planted: dict[str, Any] | None = field(default=None, repr=False)
 
 
+@dataclass(frozen=True)
+class RawDataset:
+    """What a format loader parsed, before any row rule ran.
+
+    Attributes:
+        name: short name of the dataset.
+        source: the file or directory read.
+        events: [E] parsed rows: canonical columns with ``EVENT_TS`` as the source holds it
+            (strings, numbers or datetimes), ``SEQ_POS`` and ``SOURCE_LINE``.
+        rejects: rows the loader could not parse (e.g. a line with the wrong field count):
+            the canonical columns it could read (as str), ``REASON`` and ``SOURCE_LINE``.
+        item_attrs: item id -> attribute tokens (catalog side files).
+        user_attrs: user id -> attribute tokens.
+        item_text: item id -> text.
+    """
+
+    name: str
+    source: str
+    events: pd.DataFrame = field(repr=False)
+    rejects: pd.DataFrame = field(repr=False)
+    item_attrs: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    user_attrs: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    item_text: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def rows_read(self) -> int:
+        """Every data row of the source: parsed plus rejected by the loader."""
+        return len(self.events) + len(self.rejects)
+
+
 def to_utc_timestamps(values: pd.Series | np.ndarray | list[Any]) -> pd.Series:
     """Coerce timestamps to datetime64[ns, UTC]; anything unparsable or out of range becomes NaT.
 
-    Numbers (and numeric strings) are unix seconds; other strings are ISO 8601 (naive = UTC);
-    datetimes are converted to UTC (naive = UTC).
+    Numbers (and numeric strings) are unix seconds, or milliseconds when most of them are
+    (``mirec.data.rules``); other strings are ISO 8601 (naive = UTC); datetimes are converted
+    to UTC (naive = UTC).
+    """
+    return parse_times(values)[0]
+
+
+def parse_times(values: pd.Series | np.ndarray | list[Any]) -> tuple[pd.Series, np.ndarray]:
+    """Parse raw times once: (datetime64[ns, UTC] with NaT where unparsable or outside pandas'
+    range, float64 unix seconds with NaN ONLY where unparsable).
+
+    The seconds keep times beyond pandas' range (years after 2262), so the row rules can tell
+    a far-future time (``future_timestamp``) from one that is not a time (``bad_timestamp``).
     """
     series = values if isinstance(values, pd.Series) else pd.Series(values)
-    if isinstance(series.dtype, pd.DatetimeTZDtype):
-        return series.dt.tz_convert("UTC").astype(TS_DTYPE)
-    if pd.api.types.is_datetime64_dtype(series.dtype):
-        return series.dt.tz_localize("UTC").astype(TS_DTYPE)
+    if isinstance(series.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(
+        series.dtype
+    ):
+        stamps = series.dt.tz_convert("UTC") if series.dt.tz else series.dt.tz_localize("UTC")
+        stamps = stamps.astype(TS_DTYPE)
+        return stamps, _seconds_of(stamps)
     if pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series):
-        return _from_unix_seconds(series.astype("float64"))
-    numeric = pd.to_numeric(series, errors="coerce")
-    out = _from_unix_seconds(numeric.astype("float64"))
-    rest = numeric.isna() & series.notna()
+        seconds = unix_seconds(series.to_numpy(dtype="float64", na_value=np.nan))
+        return _from_unix_seconds(pd.Series(seconds, index=series.index)), seconds
+    numeric = pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    seconds = unix_seconds(numeric)
+    out = _from_unix_seconds(pd.Series(seconds, index=series.index))
+    rest = np.isnan(numeric) & series.notna().to_numpy()
     if rest.any():
         text = series[rest].astype(str)
         parsed = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
         out[rest] = parsed.astype(TS_DTYPE)
-    return out
+        rest_seconds = _seconds_of(parsed.astype(TS_DTYPE))
+        beyond = np.isnan(rest_seconds)
+        rest_seconds[beyond] = [_iso_seconds(t) for t in text[beyond]]
+        seconds[rest] = rest_seconds
+    return out, seconds
+
+
+def unix_seconds(numbers: np.ndarray) -> np.ndarray:
+    """float64 unix values [E] -> seconds: milliseconds when more than half of the finite ones
+    are at least ``MILLIS_THRESHOLD`` in absolute value (non-finite values become NaN)."""
+    finite = np.isfinite(numbers)
+    large = int((np.abs(numbers[finite]) >= MILLIS_THRESHOLD).sum())
+    scale = 1e-3 if finite.any() and 2 * large > int(finite.sum()) else 1.0
+    return np.where(finite, numbers * scale, np.nan)
+
+
+def _seconds_of(stamps: pd.Series) -> np.ndarray:
+    ns = stamps.array.asi8.astype("float64")
+    ns[stamps.isna().to_numpy()] = np.nan
+    return ns / 1e9
+
+
+def _iso_seconds(text: str) -> float:
+    """Unix seconds of an ISO 8601 time outside pandas' range (years 1..9999), else NaN."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return float("nan")
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+    try:
+        return (moment - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds()
+    except OverflowError:
+        return float("nan")
 
 
 def _from_unix_seconds(seconds: pd.Series) -> pd.Series:

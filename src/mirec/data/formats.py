@@ -6,8 +6,10 @@ file in the wrong format; row-level quality is left to ``mirec.data.quality``.
 
 from __future__ import annotations
 
+import csv
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -96,13 +98,82 @@ def s3rec_attributes(path: Path) -> dict[str, list[str]]:
     return out
 
 
-def read_atomic(path: Path) -> tuple[list[str], list[str], list[list[str]], np.ndarray]:
-    """Read a RecBole atomic file: header ``name:type`` fields, then tab-separated rows.
+@dataclass(frozen=True)
+class Rows:
+    """Rows of a delimited text file: the well-formed ones and the lines that are not.
+
+    Attributes:
+        header: the column names.
+        rows: [R] rows, each with ``len(header)`` string fields.
+        lines: int64 [R] 1-based line of each row.
+        malformed: (1-based line, fields found) of every line with another number of fields.
+    """
+
+    header: list[str]
+    rows: list[list[str]]
+    lines: np.ndarray
+    malformed: list[tuple[int, list[str]]]
+
+
+def read_csv_rows(path: Path) -> Rows:
+    """Read a CSV file with a header row; lines with the wrong field count are set apart.
+
+    Undecodable bytes become U+FFFD; blank lines are skipped.
+
+    Raises:
+        DataFormatError: unreadable or empty file, or a header with an empty or repeated name.
+    """
+    records = csv.reader(read_lines(path))
+    header = next(records, None)
+    if not header:
+        raise DataFormatError(str(path), 1, "empty file: expected a header row")
+    header = [name.strip() for name in header]
+    if "" in header or len(set(header)) != len(header):
+        raise DataFormatError(str(path), 1, f"header needs distinct non-empty names: {header}")
+    rows: list[list[str]] = []
+    numbers: list[int] = []
+    malformed: list[tuple[int, list[str]]] = []
+    try:
+        for fields in records:
+            if not fields:
+                continue
+            if len(fields) == len(header):
+                rows.append(fields)
+                numbers.append(records.line_num)
+            else:
+                malformed.append((records.line_num, fields))
+    except csv.Error as exc:
+        raise DataFormatError(str(path), records.line_num, f"malformed CSV: {exc}") from exc
+    return Rows(header, rows, np.asarray(numbers, dtype=np.int64), malformed)
+
+
+def read_atomic_rows(path: Path) -> tuple[list[str], Rows]:
+    """Read a RecBole atomic file, setting apart the lines with the wrong field count.
 
     Returns:
-        (column names, column types, rows as lists of strings, 1-based line number per row).
+        (column types, rows with the column names as header).
+
+    Raises:
+        DataFormatError: an empty file or a header that is not ``name:type`` fields.
     """
     lines = read_lines(path)
+    names, types = _atomic_header(path, lines)
+    rows: list[list[str]] = []
+    numbers: list[int] = []
+    malformed: list[tuple[int, list[str]]] = []
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) == len(names):
+            rows.append(fields)
+            numbers.append(number)
+        else:
+            malformed.append((number, fields))
+    return types, Rows(names, rows, np.asarray(numbers, dtype=np.int64), malformed)
+
+
+def _atomic_header(path: Path, lines: list[str]) -> tuple[list[str], list[str]]:
     if not lines:
         raise DataFormatError(str(path), 1, "empty file: expected a header of name:type fields")
     names: list[str] = []
@@ -118,21 +189,27 @@ def read_atomic(path: Path) -> tuple[list[str], list[str], list[list[str]], np.n
             )
         names.append(name)
         types.append(kind)
-    rows: list[list[str]] = []
-    numbers: list[int] = []
-    for number, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            continue
-        fields = line.split("\t")
-        if len(fields) != len(names):
-            raise DataFormatError(
-                str(path),
-                number,
-                f"expected {len(names)} tab-separated fields, found {len(fields)}",
-            )
-        rows.append(fields)
-        numbers.append(number)
-    return names, types, rows, np.asarray(numbers, dtype=np.int64)
+    return names, types
+
+
+def read_atomic(path: Path) -> tuple[list[str], list[str], list[list[str]], np.ndarray]:
+    """Read a RecBole atomic file: header ``name:type`` fields, then tab-separated rows.
+
+    Returns:
+        (column names, column types, rows as lists of strings, 1-based line number per row).
+
+    Raises:
+        DataFormatError: a bad header or a row with the wrong number of fields.
+    """
+    types, found = read_atomic_rows(path)
+    if found.malformed:
+        number, fields = found.malformed[0]
+        raise DataFormatError(
+            str(path),
+            number,
+            f"expected {len(found.header)} tab-separated fields, found {len(fields)}",
+        )
+    return found.header, types, found.rows, found.lines
 
 
 def recbole_attributes(path: Path) -> tuple[str, dict[str, list[str]], dict[str, str]]:

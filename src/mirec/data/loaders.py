@@ -1,14 +1,18 @@
 """Loaders that turn public dataset formats into a Dataset of canonical events.
 
-A file in the wrong FORMAT raises ``DataFormatError(path, line, problem)``. Bad ROWS in a
-well-formed file are set aside in ``report.bad_rows`` with a reason (``mirec.data.quality``);
-loading fails (``DataValidationError``) only when their share passes ``max_bad_fraction``.
+Loading is two steps. ``read_*`` / ``read_raw_dataset`` PARSE a format into a ``RawDataset``:
+every row with its source line, times as the file holds them, and the lines the parser could
+not read (``malformed_line``) set apart. ``clean_dataset`` then applies the row rules of
+``mirec.data.rules`` (pandas, ``mirec.data.quality``): bad rows go to ``report.bad_rows`` with
+their reason and line, and loading fails (``DataValidationError``) when their share passes
+``max_bad_fraction``. ``load_*`` / ``load_dataset`` do both. A file in the wrong FORMAT raises
+``DataFormatError(path, line, problem)``. Tables (CSV, parquet, RecBole ``.inter``) take a
+column mapping (``mirec.data.columns``).
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,16 +21,20 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mirec.config import DataConfig
+from mirec.data.columns import TABLE_COLUMNS, resolve_columns
 from mirec.data.events import (
-    TS_DTYPE,
     Dataset,
     LoadReport,
+    RawDataset,
     no_time_timestamps,
     to_utc_timestamps,
 )
 from mirec.data.formats import (
+    Rows,
     parse_int_lines,
-    read_atomic,
+    read_atomic_rows,
+    read_csv_rows,
     recbole_attributes,
     s3rec_attributes,
 )
@@ -37,6 +45,7 @@ from mirec.data.quality import (
     split_bad_rows,
     summarize_report,
 )
+from mirec.data.rules import MALFORMED_LINE
 from mirec.data.synthetic import generate
 from mirec.data.vocab import sort_ids
 from mirec.errors import ConfigError, DataFormatError
@@ -49,55 +58,98 @@ from mirec.schema import (
     ITEM_ID,
     ITEM_TEXT,
     MIN_EVENT_TS,
+    REASON,
     SEQ_POS,
+    SOURCE_LINE,
     USER_ATTRIBUTES,
     USER_ID,
 )
 
 logger = logging.getLogger(__name__)
 
-TABLE_COLUMNS = (USER_ID, ITEM_ID, EVENT_TS, EVENT_TYPE, EVENT_ID, SEQ_POS)
 SYNTHETIC_NAMES = ("demo", "synthetic")
+# The one default tolerance: the config's ``data.max_bad_fraction``.
+DEFAULT_MAX_BAD_FRACTION: float = DataConfig.model_fields["max_bad_fraction"].default
 
 
 # --- shared ------------------------------------------------------------------------------------
-def _finish(
-    name: str,
-    source: Path | str,
-    events: pd.DataFrame,
-    source_lines: np.ndarray,
-    max_bad_fraction: float,
-    item_attrs: dict[str, list[str]] | None = None,
-    user_attrs: dict[str, list[str]] | None = None,
-    item_text: dict[str, str] | None = None,
+def clean_dataset(
+    raw: RawDataset,
+    *,
+    max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION,
+    now: datetime | None = None,
 ) -> Dataset:
-    """Quarantine bad rows, check the tolerance and assemble the Dataset.
+    """Apply the row rules to a parsed dataset, check the tolerance and assemble the Dataset.
 
-    The item and user tables hold every id of the CLEAN events plus every id with attributes.
+    The report's bad rows are the loader's rejects followed by the rule rejects, each with its
+    ``REASON`` and ``SOURCE_LINE``; ``rows_read = rows_kept + len(bad_rows)``. The item and
+    user tables hold every id of the CLEAN events plus every id with attributes.
+
+    Raises:
+        DataValidationError: the bad share is above ``max_bad_fraction``.
     """
-    reasons = find_bad_rows(events, now=datetime.now(UTC), epoch=MIN_EVENT_TS)
-    clean, bad = split_bad_rows(events, reasons, source_lines)
-    report = LoadReport(str(source), len(events), len(clean), count_reasons(bad), bad)
+    events = raw.events
+    reasons = find_bad_rows(events, now=now or datetime.now(UTC), epoch=MIN_EVENT_TS)
+    clean, bad = split_bad_rows(events.drop(columns=[SOURCE_LINE]), reasons, events[SOURCE_LINE])
+    is_bad = reasons.notna().to_numpy()
+    clean[EVENT_TS] = to_utc_timestamps(events[EVENT_TS]).to_numpy()[~is_bad]  # one unit per column
+    bad = pd.concat([raw.rejects, bad], ignore_index=True) if len(raw.rejects) else bad
+    report = LoadReport(raw.source, raw.rows_read, len(clean), count_reasons(bad), bad)
     if len(bad):
         logger.warning("%s", summarize_report(report))
     check_bad_fraction(report, max_bad_fraction)
-    items = _id_table(clean[ITEM_ID].to_numpy(), ITEM_ID, ITEM_ATTRIBUTES, item_attrs or {})
-    if item_text:
-        items[ITEM_TEXT] = [item_text.get(i, "") for i in items[ITEM_ID]]
-    users = _id_table(clean[USER_ID].to_numpy(), USER_ID, USER_ATTRIBUTES, user_attrs or {})
+    items, users = catalogs(raw, clean)
     logger.info(
-        "loaded %s: %d events, %d items, %d users", name, len(clean), len(items), len(users)
+        "loaded %s: %d events, %d items, %d users", raw.name, len(clean), len(items), len(users)
     )
-    return Dataset(name=name, events=clean, items=items, users=users, report=report)
+    return Dataset(name=raw.name, events=clean, items=items, users=users, report=report)
 
 
-def _events_frame(users: np.ndarray, items: np.ndarray, ts: pd.Series) -> pd.DataFrame:
-    """Canonical events from object id arrays [E] and timestamps [E]; SEQ_POS = 0..E-1."""
+def catalogs(raw: RawDataset, clean: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(items, users) tables: every id of ``clean`` events or with attributes, in vocab order."""
+    items = _id_table(clean[ITEM_ID].to_numpy(), ITEM_ID, ITEM_ATTRIBUTES, raw.item_attrs)
+    if raw.item_text:
+        items[ITEM_TEXT] = [raw.item_text.get(i, "") for i in items[ITEM_ID]]
+    users = _id_table(clean[USER_ID].to_numpy(), USER_ID, USER_ATTRIBUTES, raw.user_attrs)
+    return items, users
+
+
+def _events_frame(
+    users: np.ndarray, items: np.ndarray, ts: pd.Series, lines: np.ndarray
+) -> pd.DataFrame:
+    """Raw events from object id arrays [E], raw times [E] and lines [E]; SEQ_POS = 0..E-1."""
     frame = pd.DataFrame({USER_ID: users, ITEM_ID: items})
-    frame[EVENT_TS] = ts.reset_index(drop=True).astype(TS_DTYPE)
+    frame[EVENT_TS] = ts.reset_index(drop=True)
     frame[EVENT_TYPE] = EVENT_INTERACTION
     frame[SEQ_POS] = np.arange(len(frame), dtype=np.int64)
+    frame[SOURCE_LINE] = np.asarray(lines, dtype=np.int64)
     return frame
+
+
+def _rejects(found: Rows, chosen: dict[str, str]) -> pd.DataFrame:
+    """The malformed lines of ``found`` as quarantine rows (fields read by position, as str)."""
+    position = {name: i for i, name in enumerate(found.header)}
+    records = []
+    for line, fields in found.malformed:
+        row: dict[str, object] = {
+            canonical: fields[position[column]] if position[column] < len(fields) else None
+            for canonical, column in chosen.items()
+            if canonical != SEQ_POS
+        }
+        row[REASON] = MALFORMED_LINE
+        row[SOURCE_LINE] = line
+        records.append(row)
+    columns = [c for c in TABLE_COLUMNS if c in chosen and c != SEQ_POS] + [REASON, SOURCE_LINE]
+    frame = pd.DataFrame(records, columns=columns).astype(object)
+    frame[SOURCE_LINE] = frame[SOURCE_LINE].astype(np.int64)
+    return frame
+
+
+def no_rejects() -> pd.DataFrame:
+    """An empty rejects frame."""
+    return pd.DataFrame(
+        {REASON: pd.Series([], dtype=object), SOURCE_LINE: pd.Series([], dtype=np.int64)}
+    )
 
 
 def _id_table(
@@ -157,8 +209,8 @@ def _s3rec_times(
     return t_values
 
 
-def load_s3rec(path: str | Path, *, max_bad_fraction: float = 0.01) -> Dataset:
-    """Load S3-Rec style ``<Name>.txt`` (+ ``_time.txt``, ``_item2attributes.json``).
+def read_s3rec(path: str | Path) -> RawDataset:
+    """Parse S3-Rec style ``<Name>.txt`` (+ ``_time.txt``, ``_item2attributes.json``).
 
     Lines are ``user item item ...`` (time order). ``SEQ_POS`` is the global position of the
     item token in the file (line-major). With ``<Name>_time.txt`` (lines must line up: same
@@ -167,24 +219,27 @@ def load_s3rec(path: str | Path, *, max_bad_fraction: float = 0.01) -> Dataset:
 
     Args:
         path: the directory holding ``<Name>.txt`` or the ``.txt`` file itself.
-        max_bad_fraction: fail when a larger share of events is bad.
 
     Raises:
         DataFormatError: a non-integer token, a misaligned time file or broken JSON.
-        DataValidationError: too many bad rows.
     """
     seq_file, time_file, attr_file = _s3rec_paths(Path(path))
     users, items, lengths, lines = parse_int_lines(seq_file)
     event_users = np.repeat(users.astype(str).astype(object), lengths)
     event_items = items.astype(str).astype(object)
     if time_file is not None:
-        ts = to_utc_timestamps(pd.Series(_s3rec_times(time_file, seq_file, users, lengths, lines)))
+        ts = pd.Series(_s3rec_times(time_file, seq_file, users, lengths, lines))
     else:
+        logger.warning("%s has no %s: times are synthesized", seq_file, f"{seq_file.stem}_time.txt")
         ts = no_time_timestamps(np.arange(len(event_items)))
-    events = _events_frame(event_users, event_items, ts)
+    events = _events_frame(event_users, event_items, ts, np.repeat(lines, lengths))
     attrs = s3rec_attributes(attr_file) if attr_file is not None else {}
-    source_lines = np.repeat(lines, lengths)
-    return _finish(seq_file.stem, seq_file, events, source_lines, max_bad_fraction, attrs)
+    return RawDataset(seq_file.stem, str(seq_file), events, no_rejects(), item_attrs=attrs)
+
+
+def load_s3rec(path: str | Path, *, max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION) -> Dataset:
+    """``read_s3rec`` then ``clean_dataset`` (fails when a larger share of events is bad)."""
+    return clean_dataset(read_s3rec(path), max_bad_fraction=max_bad_fraction)
 
 
 # --- RecBole atomic files -----------------------------------------------------------------------
@@ -205,157 +260,196 @@ def _recbole_paths(path: Path) -> tuple[Path, Path | None, Path | None]:
     return inter, user if user.is_file() else None, item if item.is_file() else None
 
 
-def load_recbole(path: str | Path, *, max_bad_fraction: float = 0.01) -> Dataset:
-    """Load RecBole atomic files ``<name>.inter`` (+ ``.user``, ``.item``).
+def read_recbole(path: str | Path, columns: dict[str, str] | None = None) -> RawDataset:
+    """Parse RecBole atomic files ``<name>.inter`` (+ ``.user``, ``.item``).
 
-    The ``.inter`` header is ``name:type`` fields; ``user_id`` and ``item_id`` are required and
-    ``timestamp`` (unix seconds) is optional (without it ``NO_TIME_BASE + SEQ_POS`` seconds).
-    ``SEQ_POS`` is the row number in the .inter file, so rows with the same timestamp (ml-100k
-    has many: users rated in batches) keep their file order. Every non-id ``.user`` column becomes
-    ``"col=value"`` tokens; ``.item`` columns become ``"col=value"`` tokens too (one per value of a
-    ``token_seq`` such as genres), except title/text columns, kept as ``ITEM_TEXT``.
+    The ``.inter`` header is ``name:type`` fields, matched like a table's columns
+    (``user_id``, ``item_id``, ``timestamp`` ...; ``mirec.data.columns``); lines with the wrong
+    field count are rejected (``malformed_line``). ``SEQ_POS`` is the row number in the .inter
+    file, so rows with the same timestamp keep their file order. Every non-id ``.user`` column
+    becomes ``"col=value"`` tokens; ``.item`` columns too (one per value of a ``token_seq``),
+    except title/text columns, kept as ``ITEM_TEXT``.
 
     Args:
         path: a directory holding one ``.inter``, the ``.inter`` file, or its path prefix.
-        max_bad_fraction: fail when a larger share of events is bad.
+        columns: canonical column -> ``.inter`` field name.
 
     Raises:
-        DataFormatError: missing header, missing id columns or a row with the wrong field count.
-        DataValidationError: too many bad rows.
+        DataFormatError: missing header or missing id columns.
     """
     inter, user_file, item_file = _recbole_paths(Path(path))
-    names, _, rows, lines = read_atomic(inter)
-    for needed in ("user_id", "item_id"):
-        if needed not in names:
-            raise DataFormatError(str(inter), 1, f"header has no {needed} column: {names}")
-    columns = list(zip(*rows, strict=True)) if rows else [()] * len(names)
-    col = dict(zip(names, columns, strict=True))
-    users = np.asarray(col["user_id"], dtype=object)
-    items = np.asarray(col["item_id"], dtype=object)
-    if "timestamp" in col:
-        ts = to_utc_timestamps(pd.Series(col["timestamp"], dtype=object))
-    else:
-        ts = no_time_timestamps(np.arange(len(rows)))
-    events = _events_frame(users, items, ts)
+    _, found = read_atomic_rows(inter)
+    frame = pd.DataFrame(found.rows, columns=found.header, dtype=object)
+    events, rejects = _table_events(frame, found, columns, str(inter))
     item_attrs: dict[str, list[str]] = {}
     texts: dict[str, str] = {}
     if item_file is not None:
         _, item_attrs, texts = recbole_attributes(item_file)
     user_attrs = recbole_attributes(user_file)[1] if user_file is not None else {}
-    return _finish(
-        inter.stem, inter, events, lines, max_bad_fraction, item_attrs, user_attrs, texts
-    )
+    return RawDataset(inter.stem, str(inter), events, rejects, item_attrs, user_attrs, texts)
+
+
+def load_recbole(
+    path: str | Path, *, max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION
+) -> Dataset:
+    """``read_recbole`` then ``clean_dataset`` (fails when a larger share of events is bad)."""
+    return clean_dataset(read_recbole(path), max_bad_fraction=max_bad_fraction)
 
 
 # --- generic CSV / parquet ------------------------------------------------------------------------
-def _read_table_file(path: Path) -> tuple[pd.DataFrame, int]:
-    """(raw frame, line number of its first row): CSV as strings, parquet as stored."""
-    if path.is_dir() or path.suffix == ".parquet":
-        try:
-            return pq.read_table(str(path)).to_pandas(), 1
-        except (OSError, pa.ArrowException) as exc:
-            raise DataFormatError(str(path), None, f"cannot read parquet: {exc}") from exc
+def _read_parquet_rows(path: Path) -> tuple[pd.DataFrame, Rows]:
     try:
-        frame = pd.read_csv(
-            path, dtype=str, keep_default_na=False, na_values=[""], encoding_errors="replace"
-        )
-    except pd.errors.EmptyDataError as exc:
-        raise DataFormatError(str(path), 1, "empty file: expected a header row") from exc
-    except pd.errors.ParserError as exc:
-        found = re.search(r"line (\d+)", str(exc))
-        line = int(found.group(1)) if found else None
-        raise DataFormatError(str(path), line, f"malformed CSV: {exc}") from exc
-    except OSError as exc:
-        raise DataFormatError(str(path), None, f"cannot read file: {exc}") from exc
-    return frame, 2
+        frame = pq.read_table(str(path)).to_pandas()
+    except (OSError, pa.ArrowException) as exc:
+        raise DataFormatError(str(path), None, f"cannot read parquet: {exc}") from exc
+    lines = np.arange(len(frame), dtype=np.int64) + 1  # parquet: the row number
+    return frame, Rows([str(c) for c in frame.columns], [], lines, [])
 
 
-def load_table(
-    path: str | Path, mapping: dict[str, str] | None = None, *, max_bad_fraction: float = 0.01
-) -> Dataset:
-    """Load events from a CSV file or parquet file / directory.
-
-    Args:
-        path: the file (``.csv`` with a header row, ``.parquet``) or a parquet directory.
-        mapping: canonical column name -> source column (default: canonical names). ``USER_ID``
-            and ``ITEM_ID`` are required; ``EVENT_TS`` (unix seconds or ISO 8601 strings,
-            naive = UTC), ``EVENT_TYPE``, ``EVENT_ID`` and ``SEQ_POS`` are optional. Without
-            ``SEQ_POS`` it is the row number; without ``EVENT_TS`` it is ``NO_TIME_BASE + SEQ_POS``
-            seconds.
-        max_bad_fraction: fail when a larger share of events is bad.
-
-    Raises:
-        ConfigError: the mapping names a column that is not canonical.
-        DataFormatError: unreadable or malformed file, or a mapped column is missing.
-        DataValidationError: too many bad rows.
-    """
-    path = Path(path)
-    mapping = dict(mapping or {})
-    unknown = sorted(set(mapping) - set(TABLE_COLUMNS))
-    if unknown:
-        raise ConfigError(f"mapping has unknown canonical columns {unknown}; use {TABLE_COLUMNS}")
-    raw, first_line = _read_table_file(path)
-    source = {name: mapping.get(name, name) for name in TABLE_COLUMNS}
-    for name in (USER_ID, ITEM_ID):
-        if source[name] not in raw.columns:
-            raise DataFormatError(
-                str(path),
-                1 if first_line == 2 else None,
-                f"missing column {source[name]!r} (for {name}); found {list(raw.columns)}",
-            )
-    present = {name: raw[col] for name, col in source.items() if col in raw.columns}
-    ids = {k: present[k].astype(object).where(present[k].notna(), None) for k in (USER_ID, ITEM_ID)}
-    seq_pos = np.arange(len(raw), dtype=np.int64)
+def _table_events(
+    frame: pd.DataFrame, found: Rows, columns: dict[str, str] | None, source: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(raw events, loader rejects) of a table whose columns are matched to the canonical ones."""
+    chosen = resolve_columns(found.header, columns, source)
+    present = {name: frame[col] for name, col in chosen.items()}
+    ids = {k: _ids(present[k]) for k in (USER_ID, ITEM_ID)}
+    seq_pos = np.arange(len(frame), dtype=np.int64)
     if SEQ_POS in present:
         seq_pos = pd.to_numeric(present[SEQ_POS], errors="coerce").fillna(-1).to_numpy(np.int64)
-    ts = (
-        to_utc_timestamps(present[EVENT_TS]) if EVENT_TS in present else no_time_timestamps(seq_pos)
-    )
-    events = _events_frame(ids[USER_ID].to_numpy(), ids[ITEM_ID].to_numpy(), ts)
+    ts = present[EVENT_TS] if EVENT_TS in present else no_time_timestamps(seq_pos)
+    events = _events_frame(ids[USER_ID], ids[ITEM_ID], ts, found.lines)
     events[SEQ_POS] = seq_pos
     if EVENT_TYPE in present:
         events[EVENT_TYPE] = present[EVENT_TYPE].to_numpy(dtype=object)
     if EVENT_ID in present:
-        events[EVENT_ID] = present[EVENT_ID].astype(object).where(present[EVENT_ID].notna(), None)
-        events[EVENT_ID] = events[EVENT_ID].map(lambda v: v if v is None else str(v))
-    lines = np.arange(len(raw), dtype=np.int64) + first_line
+        events[EVENT_ID] = _ids(present[EVENT_ID])
+    return events, _rejects(found, chosen)
+
+
+def _ids(values: pd.Series) -> np.ndarray:
+    """object [E]: str ids, None for nulls."""
+    out = values.astype(object).to_numpy()
+    notna = pd.notna(out)
+    out[notna] = [str(v) for v in out[notna]]
+    out[~notna] = None
+    return out
+
+
+def read_table(path: str | Path, columns: dict[str, str] | None = None) -> RawDataset:
+    """Parse events from a CSV file (with a header row) or a parquet file / directory.
+
+    Columns are matched by ``mirec.data.columns.resolve_columns`` (explicit mapping, canonical
+    name, alias); ``USER_ID`` and ``ITEM_ID`` are required; ``EVENT_TS`` (unix seconds or
+    milliseconds, or ISO 8601, naive = UTC), ``EVENT_TYPE``, ``EVENT_ID`` and ``SEQ_POS`` are
+    optional. Without ``SEQ_POS`` it is the row number; without ``EVENT_TS`` it is
+    ``NO_TIME_BASE + SEQ_POS`` seconds (with a warning). CSV lines with the wrong number of
+    fields are rejected (``malformed_line``) with their line.
+
+    Args:
+        path: the file (``.csv``, ``.parquet``) or a parquet directory.
+        columns: canonical column -> source column.
+
+    Raises:
+        ConfigError: the mapping names a column that is not canonical.
+        DataFormatError: unreadable file or header, a mapped column is missing, or no user /
+            item column.
+    """
+    path = Path(path)
+    if path.is_dir() or path.suffix == ".parquet":
+        frame, found = _read_parquet_rows(path)
+    else:
+        found = read_csv_rows(path)
+        frame = pd.DataFrame(found.rows, columns=found.header, dtype=object)
+        frame = frame.where(frame != "", None)
+    events, rejects = _table_events(frame, found, columns, str(path))
     name = path.stem if path.suffix else path.name
-    return _finish(name, path, events, lines, max_bad_fraction)
+    return RawDataset(name, str(path), events, rejects)
+
+
+def load_table(
+    path: str | Path,
+    mapping: dict[str, str] | None = None,
+    *,
+    max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION,
+) -> Dataset:
+    """``read_table`` then ``clean_dataset`` (fails when a larger share of events is bad)."""
+    return clean_dataset(read_table(path, mapping), max_bad_fraction=max_bad_fraction)
 
 
 # --- dispatch ------------------------------------------------------------------------------------
-def load_dataset(path_or_name: str | Path, *, max_bad_fraction: float = 0.01) -> Dataset:
-    """Load a dataset, telling its format from the name or path.
+def read_raw_dataset(path_or_name: str | Path, columns: dict[str, str] | None = None) -> RawDataset:
+    """Parse a dataset, telling its format from the name or path (no row rule applied yet).
 
     ``"demo"`` / ``"synthetic"`` -> ``synthetic.generate()``; a directory with a ``.inter`` file
     or a path prefix of one -> RecBole; a directory with ``<Name>.txt`` or a ``.txt`` file ->
     S3-Rec; ``.csv`` / ``.parquet`` files or a directory of parquet files -> table.
 
+    Args:
+        path_or_name: the path, or a synthetic name.
+        columns: canonical column -> source column (tables and RecBole files only).
+
     Raises:
+        ConfigError: ``columns`` given for a format without named columns.
         DataFormatError: the path does not exist or its format cannot be told.
     """
     text = str(path_or_name)
     if text in SYNTHETIC_NAMES:
-        return generate()
+        _no_columns(columns, text)
+        return synthetic_raw()
     path = Path(text)
     if path.is_dir():
         if any(path.glob("*.inter")):
-            return load_recbole(path, max_bad_fraction=max_bad_fraction)
+            return read_recbole(path, columns)
         if any(path.glob("*.txt")):
-            return load_s3rec(path, max_bad_fraction=max_bad_fraction)
+            _no_columns(columns, text)
+            return read_s3rec(path)
         if any(path.glob("*.parquet")):
-            return load_table(path, max_bad_fraction=max_bad_fraction)
+            return read_table(path, columns)
     elif path.is_file():
         if path.suffix == ".inter":
-            return load_recbole(path, max_bad_fraction=max_bad_fraction)
+            return read_recbole(path, columns)
         if path.suffix == ".txt":
-            return load_s3rec(path, max_bad_fraction=max_bad_fraction)
+            _no_columns(columns, text)
+            return read_s3rec(path)
         if path.suffix in (".csv", ".parquet"):
-            return load_table(path, max_bad_fraction=max_bad_fraction)
+            return read_table(path, columns)
     elif path.with_name(path.name + ".inter").is_file():
-        return load_recbole(path, max_bad_fraction=max_bad_fraction)
+        return read_recbole(path, columns)
     else:
         raise DataFormatError(text, None, f"no such file or directory (or use {SYNTHETIC_NAMES})")
     raise DataFormatError(
         text, None, "cannot tell the format: expected <Name>.txt, .inter, .csv or .parquet"
     )
+
+
+def _no_columns(columns: dict[str, str] | None, source: str) -> None:
+    if columns:
+        raise ConfigError(f"{source}: --columns applies to tables (CSV, parquet, .inter) only")
+
+
+def synthetic_raw() -> RawDataset:
+    """The generated demo dataset as a ``RawDataset`` (its rows all pass the rules)."""
+    ds = generate()
+    events = ds.events.copy()
+    events[SOURCE_LINE] = np.arange(len(events), dtype=np.int64) + 1
+    items = dict(zip(ds.items[ITEM_ID], ds.items[ITEM_ATTRIBUTES], strict=True))
+    users = dict(zip(ds.users[USER_ID], ds.users[USER_ATTRIBUTES], strict=True))
+    return RawDataset(ds.name, "synthetic", events, no_rejects(), items, users)
+
+
+def load_dataset(
+    path_or_name: str | Path,
+    *,
+    columns: dict[str, str] | None = None,
+    max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION,
+) -> Dataset:
+    """``read_raw_dataset`` then ``clean_dataset``; ``"demo"`` returns the generated dataset.
+
+    Raises:
+        DataFormatError: the path does not exist or its format cannot be told.
+        DataValidationError: the bad share is above ``max_bad_fraction``.
+    """
+    if str(path_or_name) in SYNTHETIC_NAMES:
+        _no_columns(columns, str(path_or_name))
+        return generate()  # keeps the planted ground truth
+    return clean_dataset(read_raw_dataset(path_or_name, columns), max_bad_fraction=max_bad_fraction)

@@ -1,30 +1,35 @@
-"""Row rules of the event contract: which rows are bad and why (the Spark / GX checks mirror these).
+"""The row rules of ``mirec.data.rules`` on pandas frames: which rows are bad and why.
 
-A row gets the FIRST reason that applies, in this order:
-
-1. ``null_user_id``: ``USER_ID`` is null or the empty string.
-2. ``null_item_id``: ``ITEM_ID`` is null or the empty string.
-3. ``bad_timestamp``: ``EVENT_TS`` is null (NaT) or cannot be parsed.
-4. ``future_timestamp``: ``EVENT_TS > now``.
-5. ``before_epoch``: ``EVENT_TS < epoch``.
-6. ``unknown_event_type``: ``EVENT_TYPE`` (when the column exists) is null or not a known type.
-7. ``duplicate_event``: a later copy of the same event. The key is ``EVENT_ID`` where that column
-   exists and is non-null, else the whole (user, item, ts, type) row. The FIRST copy in
-   (``SEQ_POS``, row order) is kept and later copies are flagged (in Spark:
-   ``row_number() over (partition by key order by seq_pos) > 1``).
-8. ``invalid_utf8_id``: a user or item id contains U+FFFD (the replacement character that
-   undecodable bytes become) or a lone surrogate.
+``find_bad_rows`` interprets ``RULES`` in order (first reason wins) with one predicate per
+``Check`` (``PANDAS_CHECKS``); ``mirec.validation.rules_spark`` is its Spark twin.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
 
-from mirec.data.events import LoadReport, to_utc_timestamps
+from mirec.data.events import LoadReport, parse_times
+from mirec.data.rules import (
+    BAD_TIMESTAMP,
+    BEFORE_EPOCH,
+    DUPLICATE_EVENT,
+    FUTURE_TIMESTAMP,
+    INVALID_UTF8_ID,
+    INVALID_UTF8_PATTERN,
+    NULL_ITEM_ID,
+    NULL_USER_ID,
+    REASONS,
+    RULES,
+    UNKNOWN_EVENT_TYPE,
+    Check,
+    Rule,
+    ordered_counts,
+)
 from mirec.errors import DataValidationError
 from mirec.schema import (
     EVENT_ID,
@@ -38,26 +43,70 @@ from mirec.schema import (
     USER_ID,
 )
 
-NULL_USER_ID = "null_user_id"
-NULL_ITEM_ID = "null_item_id"
-BAD_TIMESTAMP = "bad_timestamp"
-FUTURE_TIMESTAMP = "future_timestamp"
-BEFORE_EPOCH = "before_epoch"
-UNKNOWN_EVENT_TYPE = "unknown_event_type"
-DUPLICATE_EVENT = "duplicate_event"
-INVALID_UTF8_ID = "invalid_utf8_id"
-# The reasons in priority order: the first that applies wins.
-REASONS = (
-    NULL_USER_ID,
-    NULL_ITEM_ID,
-    BAD_TIMESTAMP,
-    FUTURE_TIMESTAMP,
-    BEFORE_EPOCH,
-    UNKNOWN_EVENT_TYPE,
-    DUPLICATE_EVENT,
-    INVALID_UTF8_ID,
-)
-INVALID_UTF8_PATTERN = "[\ufffd\ud800-\udfff]"
+__all__ = [
+    "BAD_TIMESTAMP",
+    "BEFORE_EPOCH",
+    "DUPLICATE_EVENT",
+    "FUTURE_TIMESTAMP",
+    "INVALID_UTF8_ID",
+    "NULL_ITEM_ID",
+    "NULL_USER_ID",
+    "PANDAS_CHECKS",
+    "REASONS",
+    "UNKNOWN_EVENT_TYPE",
+    "check_bad_fraction",
+    "count_reasons",
+    "find_bad_rows",
+    "split_bad_rows",
+    "summarize_report",
+]
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """What the predicates look at: the rows, their parsed times and the rule settings."""
+
+    events: pd.DataFrame
+    ts: pd.Series  # datetime64[ns, UTC], NaT where unparsable or out of range
+    seconds: np.ndarray  # float64 unix seconds, NaN only where unparsable
+    now: float
+    epoch: float
+    known_event_types: tuple[str, ...]
+
+
+def _null_id(rows: _Rows, rule: Rule) -> np.ndarray:
+    ids = rows.events[rule.columns[0]]
+    return (ids.isna() | (ids.astype(object) == "")).to_numpy()
+
+
+def _unknown_type(rows: _Rows, rule: Rule) -> np.ndarray:
+    if rule.columns[0] not in rows.events.columns:
+        return np.zeros(len(rows.events), dtype=bool)
+    types = rows.events[rule.columns[0]]
+    return (~types.isin(list(rows.known_event_types))).to_numpy()
+
+
+def _invalid_utf8(rows: _Rows, rule: Rule) -> np.ndarray:
+    bad = np.zeros(len(rows.events), dtype=bool)
+    for column in rule.columns:
+        bad |= _has_invalid_utf8(rows.events[column])
+    return bad
+
+
+def _later_duplicate(rows: _Rows, rule: Rule) -> np.ndarray:
+    return _later_duplicates(rows.events, rows.ts)
+
+
+# One predicate per check: bool [E] for the rows that break the rule.
+PANDAS_CHECKS: dict[Check, Callable[[_Rows, Rule], np.ndarray]] = {
+    Check.NULL_ID: _null_id,
+    Check.AFTER_NOW: lambda rows, rule: rows.seconds > rows.now,
+    Check.BEFORE_EPOCH: lambda rows, rule: rows.seconds < rows.epoch,
+    Check.UNPARSABLE_TIME: lambda rows, rule: np.isnan(rows.seconds),
+    Check.UNKNOWN_TYPE: _unknown_type,
+    Check.LATER_DUPLICATE: _later_duplicate,
+    Check.INVALID_UTF8: _invalid_utf8,
+}
 
 
 def find_bad_rows(
@@ -80,23 +129,14 @@ def find_bad_rows(
     """
     if events.empty:
         return pd.Series([], index=events.index, dtype=object)
-    ts = to_utc_timestamps(events[EVENT_TS].reset_index(drop=True))
-    if EVENT_TYPE in events.columns:
-        types = events[EVENT_TYPE].reset_index(drop=True)
-        bad_type = (~types.isin(list(known_event_types))).to_numpy()
-    else:
-        bad_type = np.zeros(len(events), dtype=bool)
-    conditions = [
-        _is_null_id(events[USER_ID]),
-        _is_null_id(events[ITEM_ID]),
-        ts.isna().to_numpy(),
-        (ts > pd.Timestamp(_utc(now))).to_numpy(),
-        (ts < pd.Timestamp(_utc(epoch))).to_numpy(),
-        bad_type,
-        _later_duplicates(events, ts),
-        _has_invalid_utf8(events[USER_ID]) | _has_invalid_utf8(events[ITEM_ID]),
-    ]
-    chosen = np.select(conditions, list(REASONS), default="")
+    frame = events.reset_index(drop=True)
+    ts, seconds = parse_times(frame[EVENT_TS])
+    rows = _Rows(
+        frame, ts, seconds, _utc(now).timestamp(), _utc(epoch).timestamp(), tuple(known_event_types)
+    )
+    with np.errstate(invalid="ignore"):
+        conditions = [PANDAS_CHECKS[rule.check](rows, rule) for rule in RULES]
+    chosen = np.select(conditions, [rule.reason for rule in RULES], default="")
     reasons = pd.Series(chosen, index=events.index, dtype=object)
     reasons[reasons == ""] = None
     return reasons
@@ -104,10 +144,6 @@ def find_bad_rows(
 
 def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def _is_null_id(ids: pd.Series) -> np.ndarray:
-    return (ids.isna() | (ids.astype(object) == "")).to_numpy()
 
 
 def _has_invalid_utf8(ids: pd.Series) -> np.ndarray:
@@ -178,11 +214,7 @@ def count_reasons(bad: pd.DataFrame) -> dict[str, int]:
     """reason -> count over a bad-rows frame, in priority order."""
     if bad.empty:
         return {}
-    counts = bad[REASON].value_counts()
-    ordered = [r for r in REASONS if r in counts.index] + sorted(
-        r for r in counts.index if r not in REASONS
-    )
-    return {reason: int(counts[reason]) for reason in ordered}
+    return ordered_counts({str(k): int(v) for k, v in bad[REASON].value_counts().items()})
 
 
 def summarize_report(report: LoadReport, max_lines: int = 5) -> str:

@@ -59,7 +59,9 @@ _CASES: list[tuple[object, object, object, object, object, str | None]] = [
     ("u5", "i5", "", EVENT_INTERACTION, None, BAD_TIMESTAMP),
     ("u5", "i5", None, EVENT_INTERACTION, None, BAD_TIMESTAMP),
     ("u5", "i5", "2020-13-45", EVENT_INTERACTION, None, BAD_TIMESTAMP),
-    ("u5", "i6", "3000-01-01", EVENT_INTERACTION, None, BAD_TIMESTAMP),  # beyond ns range
+    ("u5", "i6", "3000-01-01", EVENT_INTERACTION, None, FUTURE_TIMESTAMP),  # beyond ns range
+    ("u5", "i7", "100000000000", EVENT_INTERACTION, None, FUTURE_TIMESTAMP),  # 5138 in seconds
+    ("u5", "i8", "-100000000000", EVENT_INTERACTION, None, BEFORE_EPOCH),  # year -1199
     ("u6", "i6", "2100-01-01T00:00:00Z", EVENT_INTERACTION, None, FUTURE_TIMESTAMP),
     ("u6", "i7", "4102444800", EVENT_CLICK, None, FUTURE_TIMESTAMP),  # 2100 in unix seconds
     ("u7", "i7", "1980-06-01", EVENT_INTERACTION, None, BEFORE_EPOCH),

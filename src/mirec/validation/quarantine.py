@@ -1,10 +1,12 @@
 """Row-level quarantine of raw events (pandas and Spark): bad rows go to parquet with their reason.
 
-Both engines apply the rules of ``mirec.data.quality`` (Spark: ``rules_spark``) and give the same
-reasons on the same input. Failing rows are written to ``<out_dir>/quarantine/<stage>/`` as parquet
-with a ``REASON`` column, and the report to ``<out_dir>/quarantine/<stage>.report.json``; both are
-written BEFORE the step fails, so nothing is lost. Long user histories are valid: they are kept
-and only counted in the report.
+Both engines interpret the one rule table ``mirec.data.rules`` (pandas: ``mirec.data.quality``,
+Spark: ``rules_spark``) and give the same reasons on the same input. Rows a format loader could
+not parse (``RawDataset.rejects``) join them. ONE writer (``write_quarantine``) stores every
+rejected row in ``<out_dir>/quarantine/<stage>/part-00000.parquet`` (event columns, ``REASON``,
+``SOURCE_LINE``; sorted by line) and the report in ``<out_dir>/quarantine/<stage>.report.json``
+(``rows_in = rows_clean + rows_bad``, ``rows_bad = sum(bad_by_reason)``); both are written BEFORE
+the step fails, so nothing is lost. Long user histories are valid: kept and only counted.
 """
 
 from __future__ import annotations
@@ -18,14 +20,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mirec.data.events import to_utc_timestamps
-from mirec.data.quality import REASONS, count_reasons, find_bad_rows, split_bad_rows
+from mirec.data.quality import count_reasons, find_bad_rows
+from mirec.data.rules import ordered_counts
 from mirec.errors import ConfigError, DataFormatError, DataValidationError
-from mirec.schema import EVENT_TS, EVENT_TYPES, ITEM_ID, REASON, USER_ID
+from mirec.schema import EVENT_TS, EVENT_TYPES, ITEM_ID, REASON, SOURCE_LINE, USER_ID
 from mirec.tables import format_table
 
 if TYPE_CHECKING:
@@ -119,11 +123,6 @@ def _finish(report: QuarantineReport, stage_dir: Path) -> QuarantineReport:
     return report
 
 
-def _ordered_counts(counts: dict[str, int]) -> dict[str, int]:
-    known = [r for r in REASONS if counts.get(r)]
-    return {r: int(counts[r]) for r in known + sorted(r for r in counts if r not in REASONS)}
-
-
 # --- pandas ------------------------------------------------------------------------------------
 
 
@@ -194,13 +193,20 @@ def _writable(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _write_bad_pandas(bad: pd.DataFrame, stage_dir: Path) -> str | None:
+def write_quarantine(bad: pd.DataFrame, stage_dir: Path) -> str | None:
+    """The one quarantine writer: every rejected row, sorted by ``SOURCE_LINE``, as parquet.
+
+    Returns:
+        ``stage_dir`` (replaced), or None when there are no bad rows (the folder is removed).
+    """
     if stage_dir.exists():
         shutil.rmtree(stage_dir)
     if bad.empty:
         return None
     stage_dir.mkdir(parents=True)
-    table = pa.Table.from_pandas(_writable(bad), preserve_index=False)
+    if SOURCE_LINE in bad.columns:
+        bad = bad.sort_values(SOURCE_LINE, kind="stable", na_position="last")
+    table = pa.Table.from_pandas(_writable(bad.reset_index(drop=True)), preserve_index=False)
     pq.write_table(
         table,
         str(stage_dir / "part-00000.parquet"),
@@ -208,6 +214,36 @@ def _write_bad_pandas(bad: pd.DataFrame, stage_dir: Path) -> str | None:
         allow_truncated_timestamps=True,
     )
     return str(stage_dir)
+
+
+def _with_rejects(bad: pd.DataFrame, rejects: pd.DataFrame | None) -> pd.DataFrame:
+    """Loader rejects (as str columns) before the rule rejects, in one frame."""
+    if rejects is None or rejects.empty:
+        return bad
+    return pd.concat([rejects.astype(object), bad.astype(object)], ignore_index=True)
+
+
+def _report(
+    stage: str,
+    rows: tuple[int, int],
+    bad: dict[str, int],
+    path: str | None,
+    max_bad_fraction: float,
+    histories: tuple[int, int, int],
+) -> QuarantineReport:
+    rows_in, rows_clean = rows
+    return QuarantineReport(
+        stage=stage,
+        rows_in=rows_in,
+        rows_clean=rows_clean,
+        bad_by_reason=ordered_counts(bad),
+        quarantine_path=path,
+        bad_fraction=_fraction(rows_in, rows_clean),
+        max_bad_fraction=max_bad_fraction,
+        long_history_threshold=histories[0],
+        long_history_users=histories[1],
+        max_user_events=histories[2],
+    )
 
 
 def _long_histories_pandas(clean: pd.DataFrame, threshold: int) -> tuple[int, int]:
@@ -227,11 +263,13 @@ def quarantine_events_pandas(
     stage: str = "raw_events",
     known_event_types: Iterable[str] = EVENT_TYPES,
     long_history_threshold: int = LONG_HISTORY_EVENTS,
+    rejects: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, QuarantineReport]:
     """Set aside the rows that break the event contract; fail above the tolerance.
 
     Args:
-        events: [E] raw event rows (canonical columns; ``EVENT_TS`` may be unparsed).
+        events: [E] raw event rows (canonical columns; ``EVENT_TS`` may be unparsed;
+            ``SOURCE_LINE`` when the loader knows it, else the row number 1..E is used).
         now: later rows are ``future_timestamp`` (naive = UTC).
         epoch: earlier rows are ``before_epoch`` (naive = UTC).
         out_dir: run directory; bad rows go to ``<out_dir>/quarantine/<stage>/``.
@@ -239,32 +277,40 @@ def quarantine_events_pandas(
         stage: the step's name.
         known_event_types: accepted ``EVENT_TYPE`` values.
         long_history_threshold: users with more valid events are counted in the report.
+        rejects: rows a format loader could not parse (``REASON``, ``SOURCE_LINE``, ...); they
+            count as read and quarantined.
 
     Returns:
-        (clean [E_ok] rows with ``EVENT_TS`` as datetime64[ns, UTC] and a fresh index, report).
+        (clean [E_ok] rows with ``EVENT_TS`` as datetime64[ns, UTC], no ``SOURCE_LINE`` and a
+        fresh index, report).
 
     Raises:
         DataValidationError: bad share > ``max_bad_fraction``; the message is
             ``report.summary()`` (the quarantine and report files exist by then).
     """
     stage_dir = _stage_dir(out_dir, stage)
-    frame = decode_bytes_ids(events)
+    frame = decode_bytes_ids(events).reset_index(drop=True)
+    if SOURCE_LINE not in frame.columns:
+        frame = frame.assign(**{SOURCE_LINE: np.arange(1, len(frame) + 1, dtype=np.int64)})
     reasons = find_bad_rows(frame, now=now, epoch=epoch, known_event_types=known_event_types)
-    clean, bad = split_bad_rows(frame, reasons)
-    clean[EVENT_TS] = to_utc_timestamps(clean[EVENT_TS])
-    path = _write_bad_pandas(bad, stage_dir)
+    is_bad = reasons.notna().to_numpy()
+    parsed = to_utc_timestamps(frame[EVENT_TS])  # one unit decision for the whole column
+    clean = frame.loc[~is_bad].drop(columns=[SOURCE_LINE]).reset_index(drop=True)
+    clean[EVENT_TS] = parsed[~is_bad].to_numpy()
+    bad = frame.loc[is_bad].reset_index(drop=True)
+    bad[REASON] = reasons.to_numpy(dtype=object)[is_bad]
+    columns = [c for c in frame.columns if c != SOURCE_LINE] + [REASON, SOURCE_LINE]
+    bad = _with_rejects(bad[columns], rejects)
+    path = write_quarantine(bad, stage_dir)
     long_users, longest = _long_histories_pandas(clean, long_history_threshold)
-    report = QuarantineReport(
-        stage=stage,
-        rows_in=len(frame),
-        rows_clean=len(clean),
-        bad_by_reason=count_reasons(bad),
-        quarantine_path=path,
-        bad_fraction=_fraction(len(frame), len(clean)),
-        max_bad_fraction=max_bad_fraction,
-        long_history_threshold=long_history_threshold,
-        long_history_users=long_users,
-        max_user_events=longest,
+    rows_in = len(frame) + (0 if rejects is None else len(rejects))
+    report = _report(
+        stage,
+        (rows_in, len(clean)),
+        count_reasons(bad),
+        path,
+        max_bad_fraction,
+        (long_history_threshold, long_users, longest),
     )
     return clean, _finish(report, stage_dir)
 
@@ -285,6 +331,28 @@ def _long_histories_spark(clean: SparkDataFrame, threshold: int) -> tuple[int, i
     return int(row["long"]), int(row["longest"])
 
 
+def _collect(df: SparkDataFrame) -> pd.DataFrame:
+    """``df`` on the driver; strings that are not valid UTF-8 come back with U+FFFD."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    try:
+        return pd.DataFrame(df.toPandas())
+    except pa.ArrowException:
+        logger.warning("quarantined rows hold strings that are not UTF-8; decoding with U+FFFD")
+    strings = [f.name for f in df.schema.fields if isinstance(f.dataType, T.StringType)]
+    frame = pd.DataFrame(
+        df.select(
+            *[F.col(c).cast("binary").alias(c) if c in strings else F.col(c) for c in df.columns]
+        ).toPandas()
+    )
+    for name in strings:
+        frame[name] = frame[name].map(
+            lambda v: bytes(v).decode("utf-8", "replace") if v is not None else None
+        )
+    return frame
+
+
 def quarantine_events_spark(
     df: SparkDataFrame,
     *,
@@ -295,58 +363,61 @@ def quarantine_events_spark(
     stage: str = "raw_events",
     known_event_types: Iterable[str] = EVENT_TYPES,
     long_history_threshold: int = LONG_HISTORY_EVENTS,
+    rejects: pd.DataFrame | None = None,
 ) -> tuple[SparkDataFrame, QuarantineReport]:
-    """The Spark twin of ``quarantine_events_pandas`` (same rules, reasons and files).
+    """The Spark twin of ``quarantine_events_pandas`` (same rules, reasons, writer and files).
 
-    The annotated rows are materialised once (``localCheckpoint``), so counting, writing the
-    quarantine and reading the clean rows do not recompute the rules.
+    The annotated rows are materialised once (``localCheckpoint``), so counting, collecting the
+    bad rows and reading the clean ones do not recompute the rules. The bad rows are collected
+    to the driver for ``write_quarantine`` (they are few unless the step fails anyway).
+    ``SOURCE_LINE`` is kept when the input has it (loaded files), else left null.
 
     Args:
         df: [E] raw event rows; ``EVENT_TS`` may be a timestamp, number or string column.
-        now, epoch, out_dir, max_bad_fraction, stage, known_event_types, long_history_threshold:
-            as in ``quarantine_events_pandas`` (``out_dir`` is a local path).
+        now, epoch, out_dir, max_bad_fraction, stage, known_event_types, long_history_threshold,
+        rejects: as in ``quarantine_events_pandas`` (``out_dir`` is a local path).
 
     Returns:
-        (clean [E_ok] rows, the input columns with ``EVENT_TS`` as a UTC timestamp, report).
+        (clean [E_ok] rows: the input columns with ``EVENT_TS`` as a UTC timestamp and without
+        ``SOURCE_LINE``, report).
 
     Raises:
         DataValidationError: bad share > ``max_bad_fraction`` (files written first).
     """
     from pyspark.sql import functions as F
 
-    from mirec.validation.rules_spark import HELPER_COLUMNS, PARSED_TS, annotate_bad_rows_spark
+    from mirec.validation.rules_spark import (
+        HELPER_COLUMNS,
+        PARSED_TS,
+        ROW_ORDER,
+        annotate_bad_rows_spark,
+    )
 
     stage_dir = _stage_dir(out_dir, stage)
+    if SOURCE_LINE not in df.columns:
+        df = df.withColumn(SOURCE_LINE, F.lit(None).cast("long"))
     annotated = annotate_bad_rows_spark(
         df, now=now, epoch=epoch, known_event_types=known_event_types
     ).localCheckpoint(eager=True)
     rows = annotated.groupBy(REASON).count().collect()
-    counts = {str(row[REASON]): int(row["count"]) for row in rows if row[REASON] is not None}
     rows_clean = sum(int(row["count"]) for row in rows if row[REASON] is None)
-    rows_in = rows_clean + sum(counts.values())
-    if stage_dir.exists():
-        shutil.rmtree(stage_dir)
-    path = None
-    if counts:
-        bad = annotated.filter(F.col(REASON).isNotNull()).drop(*HELPER_COLUMNS)
-        bad.coalesce(1).write.mode("overwrite").parquet(str(stage_dir))
-        path = str(stage_dir)
+    rows_in = sum(int(row["count"]) for row in rows)
+    bad_rows = annotated.filter(F.col(REASON).isNotNull()).orderBy(ROW_ORDER)
+    columns = [c for c in df.columns if c != SOURCE_LINE] + [REASON, SOURCE_LINE]
+    bad = _with_rejects(_collect(bad_rows.select(*columns)), rejects)
+    path = write_quarantine(bad, stage_dir)
     clean = (
         annotated.filter(F.col(REASON).isNull())
         .withColumn(EVENT_TS, F.col(PARSED_TS))
-        .drop(REASON, *HELPER_COLUMNS)
+        .drop(REASON, SOURCE_LINE, *HELPER_COLUMNS)
     )
     long_users, longest = _long_histories_spark(clean, long_history_threshold)
-    report = QuarantineReport(
-        stage=stage,
-        rows_in=rows_in,
-        rows_clean=rows_clean,
-        bad_by_reason=_ordered_counts(counts),
-        quarantine_path=path,
-        bad_fraction=_fraction(rows_in, rows_clean),
-        max_bad_fraction=max_bad_fraction,
-        long_history_threshold=long_history_threshold,
-        long_history_users=long_users,
-        max_user_events=longest,
+    report = _report(
+        stage,
+        (rows_in + (0 if rejects is None else len(rejects)), rows_clean),
+        count_reasons(bad),
+        path,
+        max_bad_fraction,
+        (long_history_threshold, long_users, longest),
     )
     return clean, _finish(report, stage_dir)
