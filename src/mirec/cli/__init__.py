@@ -161,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _edge_commands() -> list[Callable[[argparse._SubParsersAction], None]]:  # type: ignore[type-arg]
     """Sub-command groups of the edge packages (their heavy imports happen per command)."""
     out = []
-    for module in ("mirec.cli.features", "mirec.cli.pipeline", "mirec.cli.serve"):
+    groups = ("features", "pipeline", "serve", "events")
+    for module in (f"mirec.cli.{group}" for group in groups):
         try:
             mod = __import__(module, fromlist=["register"])
         except ModuleNotFoundError as exc:
