@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from mirec.config import TrainConfig, from_dict
+from mirec.data.batches import SeqBatch, pad_left
 from mirec.data.vocab import Vocabulary
 from mirec.errors import BundleMismatchError, ConfigError
 from mirec.manifest import (
@@ -41,6 +42,7 @@ from mirec.manifest import (
 from mirec.manifest import MANIFEST as MANIFEST
 from mirec.models import build_model, cold_start
 from mirec.models.two_tower import TwoTower
+from mirec.schema import PAD_ITEM_ID
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,20 @@ class ModelBundle:
         self.model.eval()
         return self.model.item_vectors().detach().cpu().numpy().astype(np.float32)
 
+    @torch.no_grad()
+    def score_users(self, histories: list[np.ndarray] | list[list[int]]) -> np.ndarray:
+        """Exact scores of every item for each history, float32 [B, N+1] (column 0 = PAD).
+
+        ``histories`` hold vocabulary indices, oldest first; the last ``data.max_len`` count.
+        This is how serving ranks a model that an index cannot serve (``model.index_serves``
+        False: the ItemKNN floor); for the others it equals the index's max inner product.
+        """
+        hist = pad_left(histories, self.config.data.max_len)
+        rows = torch.zeros(hist.shape[0], dtype=torch.long)
+        self.model.eval()
+        scores = self.model.score_all(SeqBatch(hist, (hist != PAD_ITEM_ID).sum(1), rows))
+        return scores.float().cpu().numpy()
+
     def item_vectors_from_content(
         self, attributes: Sequence[Sequence[str]], texts: Sequence[str] | None = None
     ) -> np.ndarray:
@@ -111,7 +127,7 @@ class ModelBundle:
             data_fingerprint=self.data_fingerprint,
             vocab_size=self.vocab.size,
             vocab_fingerprint=self.vocab.fingerprint,
-            dim=self.config.model.dim,
+            dim=self.model.dim,
             num_interests=self.config.model.interests,
             index_metric="inner_product",
             package_versions=package_versions(),

@@ -61,7 +61,10 @@ class ZeroShotConfig(_Frozen):
 class ModelConfig(_Frozen):
     """Tower architecture."""
 
-    name: Literal["sasrec", "comirec_sa", "comirec_dr", "mind", "multi_tower"] = "sasrec"
+    # popularity / itemknn: the non-neural floors, fitted from counts (mirec.models.baselines)
+    name: Literal[
+        "sasrec", "comirec_sa", "comirec_dr", "mind", "multi_tower", "popularity", "itemknn"
+    ] = "sasrec"
     # multi_tower: item tower -> num_layers bidirectional blocks -> this multi-interest extractor
     extractor: Literal["comirec_sa", "comirec_dr", "mind"] = "comirec_sa"
     num_intents: int = Field(0, ge=0)  # ELCRec: learnable intent centres (0 = none; >= 2 else)
@@ -82,7 +85,7 @@ class ModelConfig(_Frozen):
     @property
     def interests(self) -> int:
         """K, the number of interest vectors the user tower returns."""
-        return 1 if self.name == "sasrec" else self.num_interests
+        return 1 if self.name in ("sasrec", "popularity", "itemknn") else self.num_interests
 
 
 class AuxiliaryConfig(_Frozen):
@@ -150,6 +153,9 @@ class OptimConfig(_Frozen):
     max_minutes: float | None = Field(None, gt=0)
     grad_clip: float | None = Field(5.0, gt=0)
     num_threads: int | None = Field(None, ge=1)
+    # where training runs: cpu (default, the tested path); cuda (rank r on cuda:r, one GPU per
+    # process, nccl for DDP); auto (cuda when every process gets a GPU, else cpu)
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
 
 
 class EvalConfig(_Frozen):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from mirec.bundle import ModelBundle
 from mirec.config import load
@@ -38,3 +39,5 @@ def test_two_process_ddp_matches_single_process(tmp_path, monkeypatch) -> None:
     assert ddp.metrics["valid/recall@20"] > 0.1  # it learned something
     assert ModelBundle.load(ddp.bundle_dir).num_items == 200  # rank 0 wrote a loadable bundle
     assert not (tmp_path / "ddp" / "checkpoint.tmp").exists()
+    ckpt = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=False)
+    assert len(ckpt["rng"]) == 2  # each rank's random states, for an exact resume

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -177,3 +178,102 @@ def test_budget_horizon_ends_training_with_the_schedule(planted, tmp_path) -> No
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     assert ckpt["horizon"] == {"epochs": 3}
     assert ckpt["state"]["wall"] >= ckpt["state"]["elapsed"] > 0
+
+
+# Beauty's configs/beauty_sasrec.yaml at toy size: post-LN SASRec with dropout, sampled softmax
+# over uniform negatives, AdamW with weight decay, a warm-up epoch and a cosine decay fitted to
+# the time budget.
+BEAUTY_TOY = [
+    "model.name=sasrec",
+    "model.dim=16",
+    "model.num_layers=1",
+    "model.num_heads=2",
+    "model.ffn_dim=32",
+    "model.dropout=0.3",
+    "model.norm=post",
+    "loss.kind=sampled_softmax",
+    "loss.sampler=uniform",
+    "loss.num_negatives=100",
+    "optim.lr=0.002",
+    "optim.lr_schedule=cosine",
+    "optim.schedule_horizon=budget",
+    "optim.warmup_epochs=1",
+    "optim.weight_decay=0.5",
+    "optim.batch_size=64",
+    "optim.max_epochs=3",
+    "optim.patience=50",
+    "optim.max_minutes=60",
+    "optim.num_threads=1",
+    "eval.metric=ndcg@10",
+]
+
+
+def _without_seconds(history: list[dict[str, float]]) -> list[dict[str, float]]:
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+
+def _assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_resume_is_exact_for_the_beauty_recipe(tmp_path) -> None:
+    """3 epochs straight == 1 epoch + resume for 2 more: same weights, same history, bit for bit
+    (dropout masks, sampled negatives and the fitted schedule all continue where they were)."""
+    data = generate(num_users=300, num_items=120, num_clusters=6, mean_len=12, seed=7)
+    straight = train(load(None, BEAUTY_TOY), data, tmp_path / "straight", progress=False)
+    cut = tmp_path / "cut"
+    first = train(load(None, [*BEAUTY_TOY, "optim.max_minutes=1e-6"]), data, cut, progress=False)
+    assert len(first.history) == 1  # the time budget stopped it after epoch 0
+    assert len(torch.load(cut / "checkpoint.pt", weights_only=False)["rng"]) == 1
+    resumed = train(load(None, BEAUTY_TOY), data, cut, resume=True, progress=False)
+    assert [h["epoch"] for h in resumed.history] == [0, 1, 2]
+    assert _without_seconds(resumed.history) == _without_seconds(straight.history)
+    assert resumed.metrics == straight.metrics
+    last = [
+        torch.load(d / "checkpoint.pt", weights_only=False) for d in (tmp_path / "straight", cut)
+    ]
+    _assert_same_weights(last[0]["model"], last[1]["model"])
+    bundles = [
+        torch.load(r.bundle_dir / MODEL_FILE, weights_only=True) for r in (straight, resumed)
+    ]
+    _assert_same_weights(*bundles)
+
+
+def test_patience_stops_training_and_keeps_the_best_epoch(tmp_path, caplog) -> None:
+    """With 30 items hr@30 ranks every item, so validation cannot improve after epoch 0:
+    patience 2 stops at epoch 2 of 20 and the bundle holds epoch 0's weights."""
+    data = generate(num_users=200, num_items=30, num_clusters=3, mean_len=10, seed=2)
+    small = [
+        *OVERRIDES,
+        "model.dim=8",
+        "eval.ks=[5,10,20,30]",
+        "eval.metric=hr@30",
+        "optim.patience=2",
+    ]
+    with caplog.at_level(logging.INFO, logger="mirec.training.loop"):
+        stopped = train(
+            load(None, [*small, "optim.max_epochs=20"]), data, tmp_path / "p", progress=False
+        )
+    assert [h["epoch"] for h in stopped.history] == [0, 1, 2]
+    assert stopped.best_epoch == 0
+    assert "early stop: valid hr@30 has not improved for 2 epochs; keeping epoch 0" in caplog.text
+    assert stopped.metrics["valid/hr@30"] == stopped.history[0]["valid/hr@30"] == 1.0
+    trained_on = torch.load(tmp_path / "p" / "checkpoint.pt", weights_only=False)["model"]
+    kept = torch.load(stopped.bundle_dir / MODEL_FILE, weights_only=True)
+    assert not torch.equal(
+        trained_on["item_tower.embedding.weight"], kept["item_tower.embedding.weight"]
+    )
+    one = train(load(None, [*small, "optim.max_epochs=1"]), data, tmp_path / "one", progress=False)
+    _assert_same_weights(kept, torch.load(one.bundle_dir / MODEL_FILE, weights_only=True))
+
+
+def test_progress_bar_reports_each_epoch_on_stderr(tmp_path, capsys) -> None:
+    data = generate(num_users=100, num_items=60, num_clusters=3, mean_len=8, seed=4)
+    cfg = load(None, [*OVERRIDES, "model.dim=8", "optim.max_epochs=2"])
+    train(cfg, data, tmp_path, progress=True)
+    err = capsys.readouterr().err
+    assert "epoch 0" in err and "epoch 1" in err
+    examples = sum(len(s) - 1 for s in prepare(cfg, data).split.train.sequences)
+    assert f"0/{examples} [" in err and "ex/s" in err  # one bar over the epoch's examples

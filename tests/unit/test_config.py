@@ -103,7 +103,11 @@ def test_cut_offs_must_be_distinct_and_positive(ks: str) -> None:
 @pytest.mark.parametrize(
     "override, key, allowed",
     [
-        ("model.name=sasrecc", "model.name", "'sasrec', 'comirec_sa', 'comirec_dr', 'mind' or 'multi_tower'"),
+        (
+            "model.name=sasrecc",
+            "model.name",
+            "'sasrec', 'comirec_sa', 'comirec_dr', 'mind'.*'itemknn'",
+        ),
         ("loss.kind=softmax", "loss.kind", "'full_softmax', 'sampled_softmax' or 'sampled_softmax_ihn'"),
         ("loss.sampler=random", "loss.sampler", "'uniform', 'popularity'"),
         ("loss.readout=mean", "loss.readout", "'max', 'target_aware' or 'logsumexp'"),
@@ -121,13 +125,13 @@ def test_every_registered_name_is_a_config_choice() -> None:
     from mirec.config import RANKING_METRICS, LossConfig, ModelConfig
     from mirec.data.samplers import SAMPLERS
     from mirec.metrics import METRICS
-    from mirec.models import MODELS
+    from mirec.models import FLOOR_MODELS, MODELS
     from mirec.objectives import registry
 
     def choices(model: type, name: str) -> set[str]:
         return set(get_args(model.model_fields[name].annotation))
 
-    assert choices(ModelConfig, "name") == set(MODELS)
+    assert choices(ModelConfig, "name") == set(MODELS) | set(FLOOR_MODELS)
     assert choices(LossConfig, "kind") == set(registry.MAIN)
     assert choices(LossConfig, "sampler") == set(SAMPLERS)
     assert set(RANKING_METRICS) == set(METRICS)

@@ -1,4 +1,8 @@
-"""Model registry: ``build_model(cfg, num_items)`` -> TwoTower (item tower + one user tower)."""
+"""Model registry: ``build_model(cfg, num_items)`` -> TwoTower (item tower + one user tower).
+
+``model.name`` names a user tower of ``MODELS`` or a floor of ``FLOOR_MODELS`` (popularity,
+itemknn: fixed weights fitted from counts, see ``mirec.models.baselines``).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from torch import nn
 
 from mirec.config import ModelConfig
 from mirec.errors import ConfigError
+from mirec.models.baselines import FLOOR_MODELS, check_floor
 from mirec.models.cold_start import attach_zero_shot
 from mirec.models.comirec import ComiRecDR, ComiRecSA
 from mirec.models.content_tower import build_item_tower
@@ -85,8 +90,12 @@ def build_model(
     Raises:
         ConfigError: unknown model name, or ``use_attributes`` without an attribute matrix.
     """
+    if cfg.name in FLOOR_MODELS:
+        check_floor(cfg)
+        return FLOOR_MODELS[cfg.name](num_items)
     if cfg.name not in MODELS:
-        raise ConfigError(f"model.name {cfg.name!r} is not one of {sorted(MODELS)}")
+        known = sorted([*MODELS, *FLOOR_MODELS])
+        raise ConfigError(f"model.name {cfg.name!r} is not one of {known}")
     if cfg.use_attributes and item_attributes is None:
         raise ConfigError("model.use_attributes is true but no item attribute matrix was given")
     attrs = item_attributes if cfg.use_attributes or cfg.item_tower == "content" else None
@@ -100,4 +109,4 @@ def build_model(
     return attach_zero_shot(cfg, model)  # MAIL zero-shot tower when model.zero_shot.enabled
 
 
-__all__ = ["MODELS", "ItemTower", "TwoTower", "build_model"]
+__all__ = ["FLOOR_MODELS", "MODELS", "ItemTower", "TwoTower", "build_model"]

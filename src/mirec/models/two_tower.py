@@ -18,7 +18,15 @@ class TwoTower(nn.Module):
         user_tower: module mapping a SeqBatch to [B, K, D]; it usually shares ``item_tower``.
         causal: True when the user tower has ``sequence_states`` (SASRec) and may be trained at
             every position.
+
+    Attributes:
+        index_serves: True when ``score_all`` is the max inner product of ``user_vectors`` and
+            ``item_vectors``, so an index over the item vectors ranks as ``score_all`` does; a
+            model that scores otherwise (the ItemKNN floor) sets it False and is served by
+            exact scoring (``ModelBundle.score_users``).
     """
+
+    index_serves: bool = True
 
     def __init__(self, item_tower: ItemTower, user_tower: nn.Module, causal: bool = False) -> None:
         super().__init__()

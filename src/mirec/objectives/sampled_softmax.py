@@ -30,7 +30,9 @@ def shared_negatives(
     if cfg.sampler == "in_batch":
         ids, full = targets, True
         if targets.shape[0] > num_negatives:
-            pick = torch.randperm(targets.shape[0], generator=generator)[:num_negatives]
+            pick = torch.randperm(targets.shape[0], generator=generator, device=generator.device)[
+                :num_negatives
+            ]
             ids, full = targets[pick.to(targets.device)], False
         log_q = sampler.log_q(ids) if cfg.logq_correction and sampler is not None else None
         return ids, log_q, full

@@ -1,4 +1,8 @@
-"""Distributed training: ``torchrun`` launcher and per-rank entry point (DDP, gloo on CPU).
+"""Distributed training: ``torchrun`` launcher and per-rank entry point (DDP).
+
+Each rank trains on the device ``optim.device`` resolves to (``mirec.training.device``): the CPU
+by default, ``cuda:{LOCAL_RANK}`` when GPUs are configured; the process group uses nccl only
+when that device is a CUDA device, gloo otherwise.
 
 ``launch`` pickles the prepared inputs into the run directory and starts
 ``torchrun --standalone --nproc_per_node=N -m mirec.training.ddp RUN_DIR``; every rank loads the
@@ -21,6 +25,8 @@ from mirec.config import TrainConfig
 from mirec.data.events import Dataset
 from mirec.data.vocab import Vocabulary
 from mirec.errors import MirecError
+from mirec.models.baselines import FLOOR_MODELS
+from mirec.training.device import process_group_backend, resolve_device
 from mirec.training.prepare import prepare
 from mirec.training.result import TrainResult, read_result
 
@@ -37,8 +43,16 @@ def launch(
     resume: bool,
     nproc: int,
 ) -> TrainResult:
-    """Run ``train_worker`` in ``nproc`` processes and return rank 0's TrainResult."""
+    """Run ``train_worker`` in ``nproc`` processes and return rank 0's TrainResult.
+
+    A floor (``model.name`` popularity / itemknn) has nothing to distribute: one process fits it.
+    """
     out.mkdir(parents=True, exist_ok=True)
+    if cfg.model.name in FLOOR_MODELS:
+        from mirec.training.loop import train_worker
+
+        log.info("the %s floor is fitted in one process, not %d", cfg.model.name, nproc)
+        return train_worker(cfg, prepare(cfg, dataset, vocab), out, resume=resume, progress=False)
     with (out / INPUTS).open("wb") as fh:
         pickle.dump({"cfg": cfg, "prep": prepare(cfg, dataset, vocab), "resume": resume}, fh)
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
@@ -69,13 +83,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend)
+    with (out / INPUTS).open("rb") as fh:
+        inputs = pickle.load(fh)
+    device = rank_device(inputs["cfg"])
+    dist.init_process_group(process_group_backend(device))
     rank, world = dist.get_rank(), dist.get_world_size()
     if rank != 0:
         logging.getLogger().setLevel(logging.WARNING)
-    with (out / INPUTS).open("rb") as fh:
-        inputs = pickle.load(fh)
+    log.info("rank %d of %d on %s (%s)", rank, world, device, dist.get_backend())
     try:
         train_worker(
             inputs["cfg"],
@@ -85,10 +100,21 @@ def main(argv: list[str] | None = None) -> int:
             progress=False,
             rank=rank,
             world=world,
+            device=device,
         )
     finally:
         dist.destroy_process_group()
     return 0
+
+
+def rank_device(cfg: TrainConfig) -> torch.device:
+    """This rank's device from ``optim.device`` and torchrun's LOCAL_RANK / LOCAL_WORLD_SIZE."""
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    device = resolve_device(cfg.optim.device, local_rank, local_world)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
 
 
 if __name__ == "__main__":

@@ -5,6 +5,10 @@ users after every epoch, keeps the best epoch, and writes a model bundle, a per-
 (``metrics.jsonl``) and a training curve (``training_curve.png``). With ``num_workers > 1`` it runs
 under ``torchrun`` with DistributedDataParallel (gloo on CPU, nccl on GPUs): every rank draws the
 same global batch and takes its share of the rows; rank 0 alone evaluates, logs and checkpoints.
+``optim.device`` places the model and every batch (``mirec.training.device``). The checkpoint
+holds every random state (per rank), so a resumed run continues exactly as an uninterrupted one.
+The floors (``model.name`` popularity / itemknn) are fitted from the training sequences in one
+pass instead of trained, and bundled the same way.
 """
 
 from __future__ import annotations
@@ -31,10 +35,19 @@ from mirec.data.samplers import NegativeSampler, build_sampler
 from mirec.data.splits import Split
 from mirec.evaluate import evaluate_scorer
 from mirec.models import build_model
+from mirec.models.baselines import FLOOR_MODELS, fit_floor
 from mirec.models.two_tower import TwoTower
 from mirec.objectives import compute_loss, resolve_matmul_dtype
 from mirec.objectives.cold_start import prepare_cold_start
 from mirec.objectives.epoch_hooks import before_epoch, epoch_diagnostics
+from mirec.training.device import (
+    DeviceScorer,
+    move_batch,
+    new_generator,
+    resolve_device,
+    rng_state,
+    set_rng_state,
+)
 from mirec.training.optim import ParamEMA, ScheduleHorizon, build_optimizer, build_scheduler
 from mirec.training.prepare import Prepared
 from mirec.training.result import TrainResult, peak_rss_mb, write_result
@@ -53,10 +66,16 @@ def seed_everything(seed: int) -> None:
 class _LossModule(nn.Module):
     """Wraps model + loss in one forward() so DistributedDataParallel can hook it."""
 
-    def __init__(self, model: TwoTower, cfg: TrainConfig, sampler: NegativeSampler | None) -> None:
+    def __init__(
+        self,
+        model: TwoTower,
+        cfg: TrainConfig,
+        sampler: NegativeSampler | None,
+        device: torch.device,
+    ) -> None:
         super().__init__()
         self.model, self.cfg, self.sampler = model, cfg, sampler
-        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.generator = new_generator(cfg.seed, device)
 
     def forward(self, batch: SeqBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         out = compute_loss(
@@ -139,22 +158,48 @@ def _make_stepper(model: nn.Module, cfg: TrainConfig, split: Split, causal: bool
     return _Stepper(opt, sched, ema, horizon)
 
 
-def _save_checkpoint(path: Path, model: nn.Module, stepper: _Stepper, st: _State) -> None:
+def _save_checkpoint(
+    path: Path, model: nn.Module, stepper: _Stepper, st: _State, rng: list[dict[str, Any]]
+) -> None:
+    """Weights, optimiser, schedule, loop state and ``rng``: every rank's random states."""
     tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), **stepper.state_dict(), "state": st.__dict__}, tmp)
+    state = {"model": model.state_dict(), **stepper.state_dict(), "state": st.__dict__, "rng": rng}
+    torch.save(state, tmp)
     tmp.replace(path)
 
 
-def _load_checkpoint(path: Path, model: nn.Module, stepper: _Stepper) -> _State:
+def _load_checkpoint(
+    path: Path, module: _LossModule, stepper: _Stepper, device: torch.device, rank: int
+) -> _State:
+    """Restore a checkpoint, this rank's random states included."""
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    model.load_state_dict(ckpt["model"])
+    module.model.load_state_dict(ckpt["model"])
     stepper.load_state_dict(ckpt)
+    states = ckpt.get("rng") or []
+    if not states:
+        log.warning("%s holds no random states: the resumed run is not exact", path)
+    else:
+        if rank >= len(states):
+            log.warning(
+                "%s was written by %d process(es): rank %d reuses rank 0's random states",
+                path,
+                len(states),
+                rank,
+            )
+        set_rng_state(states[rank] if rank < len(states) else states[0], module.generator, device)
     log.info("resumed from %s at epoch %d", path, ckpt["state"]["epoch"])
     return _State(**ckpt["state"])
 
 
-def _validate(model: TwoTower, split: Split, cfg: EvalConfig) -> dict[str, float]:
-    return evaluate_scorer(model, split.valid, cfg, split.max_len)
+def _validate(
+    model: TwoTower, split: Split, cfg: EvalConfig, device: torch.device
+) -> dict[str, float]:
+    return evaluate_scorer(_scorer(model, device), split.valid, cfg, split.max_len)
+
+
+def _scorer(model: TwoTower, device: torch.device) -> TwoTower | DeviceScorer:
+    """What evaluation ranks with: the model itself on the CPU, else a device adapter."""
+    return model if device.type == "cpu" else DeviceScorer(model, device)
 
 
 def _run_epoch(
@@ -167,6 +212,7 @@ def _run_epoch(
     rank: int,
     world: int,
     progress: bool,
+    device: torch.device,
 ) -> tuple[float, int]:
     module.train()
     mode = _row_mode(cfg, causal)
@@ -184,7 +230,7 @@ def _run_epoch(
     )
     losses, seen = [], 0
     for batch in batches:
-        local = shard_batch(batch, rank, world)
+        local = move_batch(shard_batch(batch, rank, world), device)
         loss, _ = module(local)
         stepper.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -227,26 +273,42 @@ def train_worker(
     progress: bool = True,
     rank: int = 0,
     world: int = 1,
+    device: torch.device | None = None,
 ) -> TrainResult:
-    """The training loop of one process (rank ``rank`` of ``world``)."""
+    """The training loop of one process (rank ``rank`` of ``world``) on ``device``.
+
+    ``device`` None resolves ``optim.device`` for a single process.
+    """
     out.mkdir(parents=True, exist_ok=True)
     if cfg.optim.num_threads:
         torch.set_num_threads(cfg.optim.num_threads)
     seed_everything(cfg.seed)
+    if cfg.model.name in FLOOR_MODELS:
+        return _fit_floor(cfg, prep, out, rank)
+    device = resolve_device(cfg.optim.device) if device is None else device
     split = prep.split
     model = build_model(cfg.model, prep.vocab.size, _attrs(prep.item_attributes), cfg.data.max_len)
     prepare_cold_start(model, split.item_counts, prep.user_profiles, cfg)  # no-op without them
+    model.to(device)
     sampler = (
         build_sampler(cfg.loss.sampler, split.item_counts)
         if cfg.loss.kind in ("sampled_softmax", "sampled_softmax_ihn")
         else None
     )
-    module: nn.Module = _LossModule(model, cfg, sampler)
+    loss_module = _LossModule(model, cfg, sampler, device)
+    module: nn.Module = loss_module
     if world > 1:
-        module = nn.parallel.DistributedDataParallel(module, find_unused_parameters=True)
+        ids = [device.index] if device.type == "cuda" else None
+        module = nn.parallel.DistributedDataParallel(
+            loss_module, device_ids=ids, find_unused_parameters=True
+        )
     stepper = _make_stepper(model, cfg, split, model.causal)
     ckpt = out / CHECKPOINT
-    st = _load_checkpoint(ckpt, model, stepper) if resume and ckpt.exists() else _State(history=[])
+    st = _State(history=[])
+    if resume and ckpt.exists():
+        st = _load_checkpoint(ckpt, loss_module, stepper, device, rank)
+        if cfg.optim.schedule_horizon == "budget" and st.epoch:
+            _refit_horizon(cfg, stepper.horizon, st)  # to this run's budget
     log.info(
         "training %s on %d items, %d training users (%s protocol %s, logits in %s)",
         cfg.model.name,
@@ -260,17 +322,42 @@ def train_worker(
         started = time.perf_counter()
         before_epoch(model, cfg, split, st.epoch)  # ELCRec: k-means start of the intent centres
         loss, seen = _run_epoch(
-            module, stepper, cfg, split, model.causal, st.epoch, rank, world, progress
+            module, stepper, cfg, split, model.causal, st.epoch, rank, world, progress, device
         )
         st.elapsed += time.perf_counter() - started
         st.examples += seen
-        stop = _end_of_epoch(cfg, model, stepper, split, st, loss, out, rank, started)
+        rng = _gather(rng_state(loss_module.generator, device), world)
+        stop = _end_of_epoch(cfg, model, stepper, split, st, loss, out, rank, started, rng, device)
         if world > 1:
-            flag, stepper.horizon.epochs = _broadcast_ints(int(stop), stepper.horizon.epochs)
+            flag, stepper.horizon.epochs = _broadcast_ints(
+                device, int(stop), stepper.horizon.epochs
+            )
             stop = bool(flag)
         if stop:
             break
-    return _finish(cfg, prep, model, st, out, rank)
+    return _finish(cfg, prep, model, st, out, rank, device)
+
+
+def _gather(state: dict[str, Any], world: int) -> list[dict[str, Any]]:
+    """Every rank's ``state``, in rank order (on every rank)."""
+    if world == 1:
+        return [state]
+    import torch.distributed as dist
+
+    states: list[Any] = [None] * world
+    dist.all_gather_object(states, state)
+    return states
+
+
+def _fit_floor(cfg: TrainConfig, prep: Prepared, out: Path, rank: int) -> TrainResult:
+    """Fit a non-neural floor on the training sequences and bundle it like a trained model."""
+    split = prep.split
+    started = time.perf_counter()
+    model = fit_floor(cfg.model, split.train.sequences, prep.vocab.size)
+    st = _State(history=[], elapsed=time.perf_counter() - started)
+    log.info("fitted the %s floor in %.2f s", cfg.model.name, st.elapsed)
+    cpu = torch.device("cpu")
+    return _finish(cfg, prep, model, st, out, rank, cpu, _validate(model, split, cfg.eval, cpu))
 
 
 def _end_of_epoch(
@@ -283,6 +370,8 @@ def _end_of_epoch(
     out: Path,
     rank: int,
     started: float,
+    rng: list[dict[str, Any]],
+    device: torch.device,
 ) -> bool:
     """Validate, log, keep the best state, checkpoint; returns True when training should stop.
 
@@ -294,7 +383,7 @@ def _end_of_epoch(
         st.epoch += 1
         return False
     with stepper.evaluation_weights():
-        valid = _validate(model, split, cfg.eval)
+        valid = _validate(model, split, cfg.eval, device)
         value = valid[cfg.eval.metric]
         if value > st.best_value:
             st.best_state = copy.deepcopy(model.state_dict())
@@ -330,7 +419,7 @@ def _end_of_epoch(
         st.first_epoch_wall = st.last_epoch_wall
     if cfg.optim.schedule_horizon == "budget":
         _refit_horizon(cfg, stepper.horizon, st)
-    _save_checkpoint(out / CHECKPOINT, model, stepper, st)
+    _save_checkpoint(out / CHECKPOINT, model, stepper, st, rng)
     return _should_stop(cfg, stepper, st)
 
 
@@ -351,6 +440,13 @@ def _pace(st: _State) -> float:
 def _should_stop(cfg: TrainConfig, stepper: _Stepper, st: _State) -> bool:
     """Patience spent, the budget-fitted schedule ended, or the next epoch would overrun."""
     if st.bad_epochs >= cfg.optim.patience:
+        log.info(
+            "early stop: valid %s has not improved for %d epochs; keeping epoch %d (%.4f)",
+            cfg.eval.metric,
+            st.bad_epochs,
+            st.best_epoch,
+            st.best_value,
+        )
         return True
     if cfg.optim.schedule_horizon == "budget" and st.epoch >= stepper.horizon.epochs:
         log.info("stopping: the schedule fitted to the budget ended at epoch %d", st.epoch - 1)
@@ -362,29 +458,46 @@ def _should_stop(cfg: TrainConfig, stepper: _Stepper, st: _State) -> bool:
     return False
 
 
-def _broadcast_ints(*values: int) -> tuple[int, ...]:
-    """Rank 0's values, on every rank."""
+def _broadcast_ints(device: torch.device, *values: int) -> tuple[int, ...]:
+    """Rank 0's values, on every rank (the tensor lives on ``device``, as nccl needs)."""
     import torch.distributed as dist
 
-    t = torch.tensor(values, dtype=torch.long)
+    t = torch.tensor(values, dtype=torch.long, device=device)
     dist.broadcast(t, src=0)
     return tuple(int(v) for v in t.tolist())
 
 
 def _finish(
-    cfg: TrainConfig, prep: Prepared, model: TwoTower, st: _State, out: Path, rank: int
+    cfg: TrainConfig,
+    prep: Prepared,
+    model: TwoTower,
+    st: _State,
+    out: Path,
+    rank: int,
+    device: torch.device,
+    valid: dict[str, float] | None = None,
 ) -> TrainResult:
+    """Test the kept weights, then write the bundle (from the CPU), curve and ``result.json``.
+
+    ``valid`` is the validation of a model without epochs (a floor); otherwise the best
+    epoch's history row holds it.
+    """
     if st.best_state is not None:
         model.load_state_dict(st.best_state)
     model.eval()
     metrics: dict[str, float] = {}
     if rank == 0:
-        best = next((h for h in st.history or [] if h["epoch"] == st.best_epoch), {})
-        metrics = {k: float(v) for k, v in best.items() if k.startswith("valid/")}
+        if valid is None:
+            best = next((h for h in st.history or [] if h["epoch"] == st.best_epoch), {})
+            metrics = {k: float(v) for k, v in best.items() if k.startswith("valid/")}
+        else:
+            metrics = {f"valid/{k}": float(v) for k, v in valid.items()}
         split = prep.split
-        test = evaluate_scorer(model, split.test, cfg.eval, split.max_len)
+        scorer = _scorer(model, device)
+        test = evaluate_scorer(scorer, split.test, cfg.eval, split.max_len)
         ref_cfg = cfg.eval.model_copy(update={"history_score": "zero"})
-        ref = evaluate_scorer(model, split.test, ref_cfg, split.max_len)
+        ref = evaluate_scorer(scorer, split.test, ref_cfg, split.max_len)
+        model.cpu()
         metrics.update({f"test/{k}": v for k, v in test.items()})
         metrics.update({f"test_ref/{k}": v for k, v in ref.items()})
     result = TrainResult(
