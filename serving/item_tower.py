@@ -57,7 +57,7 @@ class ItemTower:
     def items(self, items: list[ItemIn]) -> AddedItems:
         """Add new items to the index (known ones are left as they are)."""
         try:
-            done = self.catalog.upsert(items)
+            done = self.catalog.upsert([ItemIn.model_validate(i) for i in items])
         except RequestError as exc:
             raise http_error(exc) from exc
         added = {item: int(self.model.encode([item])[0]) for item in done.added}
