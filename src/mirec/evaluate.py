@@ -36,18 +36,22 @@ def rank_users(
     """Top-k item indices for every user of ``data``, history excluded.
 
     Returns:
-        int64 [U, k] in the row order of ``data``.
+        int64 [U, min(k, N+1)] in the row order of ``data`` (a catalogue smaller than k gives
+        every item; metrics at a larger K then count over all of them).
     """
     k = k or max(cfg.ks)
-    out = np.zeros((len(data.user_ids), k), dtype=np.int64)
+    out: np.ndarray | None = None
     if hasattr(scorer, "eval"):
         scorer.eval()
     for batch, rows in eval_batches(data, cfg.batch_size, max_len):
         scores = scorer.score_all(batch).float()
         exclude = [data.exclude[r] for r in rows]
         targets = [data.targets[r] for r in rows]
-        out[rows] = rank_topk(scores, exclude, targets, k, cfg.history_score)
-    return out
+        top = rank_topk(scores, exclude, targets, k, cfg.history_score)
+        if out is None:
+            out = np.zeros((len(data.user_ids), top.shape[1]), dtype=np.int64)
+        out[rows] = top
+    return out if out is not None else np.zeros((0, k), dtype=np.int64)
 
 
 def evaluate_scorer(

@@ -80,3 +80,12 @@ def test_the_old_path_crashed_and_a_wider_split_now_does_not_matter() -> None:
     metrics = evaluate_bundle(narrow, split, EVAL)
     same = evaluate_bundle(narrow, _split(_users(), max_len=5), EVAL)
     assert metrics == same  # only the model's own width matters, not the split's
+
+
+def test_a_catalogue_smaller_than_the_largest_cutoff_ranks_every_item() -> None:
+    """36 items and ks up to 50: the top list holds all 37 columns and @50 equals @all."""
+    split = _split(_users(), max_len=20)
+    bundle = _bundle(max_len=20, num_items=NEW_ITEMS, seed=0)
+    metrics = evaluate_scorer(bundle.model, split.test, EvalConfig(ks=(5, 50)), max_len=20)
+    assert metrics["hr@50"] == pytest.approx(1.0)  # every target is somewhere in the catalogue
+    assert metrics["hr@5"] <= metrics["hr@50"]
