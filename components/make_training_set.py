@@ -1,4 +1,4 @@
-"""Component ``make_training_set``: the point-in-time training frame from the feature store."""
+"""Component ``make_training_set``: the protocol's training examples from the feature store."""
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Output
@@ -10,13 +10,14 @@ from components.images import BASE_IMAGE
 def make_training_set(
     features: Input[Dataset],
     events: Input[Dataset],
+    train_config: dict,
     training_set: Output[Dataset],
     stats: Output[Metrics],
 ) -> None:
-    """Read each event's user features as of the event's time (point-in-time join)."""
+    """Join each training event to the user features Feast serves for its time (point in time)."""
     from mirec.pipeline.data import make_training_set as run_step
 
-    result = run_step(features.path, events.path, training_set.path)
+    result = run_step(features.path, events.path, training_set.path, train_config)
     for name, value in result.metrics.items():
         stats.log_metric(name, value)
     training_set.metadata.update(result.metadata)

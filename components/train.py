@@ -1,4 +1,4 @@
-"""Component ``train``: the validated event log (+ the feature build's vocabulary) -> a bundle."""
+"""Component ``train``: the feature store's training set (+ held-out users) -> a model bundle."""
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
@@ -10,13 +10,14 @@ from components.images import BASE_IMAGE
 def train(
     events: Input[Dataset],
     features: Input[Dataset],
+    training_set: Input[Dataset],
     train_config: dict,
     num_workers: int,
     model: Output[Model],
     training_log: Output[Dataset],
     metrics: Output[Metrics],
 ) -> None:
-    """Train one model; ``num_workers`` > 1 runs DistributedDataParallel under torchrun."""
+    """Train on the training set's rows; ``num_workers`` > 1 runs DDP under torchrun."""
     from mirec.pipeline.model import train_model
 
     result = train_model(
@@ -25,6 +26,7 @@ def train(
         model.path,
         training_log.path,
         features_dir=features.path,
+        training_set_dir=training_set.path,
         num_workers=int(num_workers),
     )
     for name, value in result.metrics.items():

@@ -26,10 +26,11 @@ PIPELINE_NAME = "mirec-retraining"
 def retraining(
     source: str,
     registry_root: str,
+    max_bad_fraction: float,
     train_config: dict = {},  # noqa: B006 (KFP takes the default as a constant)
     num_workers: int = 1,
-    max_bad_fraction: float = 0.01,
     feature_store: dict = {},  # noqa: B006
+    columns: str = "",
 ) -> None:
     """Retrain on the current event log and deploy the model if it passes the gate.
 
@@ -39,12 +40,16 @@ def retraining(
         registry_root: the model registry's directory (a shared volume on a cluster).
         train_config: a (partial) ``TrainConfig`` tree; unknown keys fail the run.
         num_workers: training processes (DistributedDataParallel under torchrun when > 1).
-        max_bad_fraction: the share of quarantined events above which validation fails.
+        max_bad_fraction: the share of quarantined events above which validation fails
+            (``pipeline_arguments`` passes the config's ``data.max_bad_fraction``).
         feature_store: Feast store settings (``online_store``: "sqlite" | "redis",
             ``redis_url``, ``registry``: "sqlite" | a postgresql:// URL, ``project``);
             empty = SQLite files inside the features artifact.
+        columns: column mapping of a table source, ``"event_ts=timestamp,user_id=uid"``.
     """
-    checked = validate_events(source=source, max_bad_fraction=max_bad_fraction)
+    checked = validate_events(
+        source=source, max_bad_fraction=max_bad_fraction, columns=columns
+    )
     checked.set_caching_options(False)
     events = checked.outputs["events"]
 
@@ -55,7 +60,9 @@ def retraining(
         feature_store=feature_store,
     )
     features.set_caching_options(False)
-    training_set = make_training_set(features=features.outputs["features"], events=events)
+    training_set = make_training_set(
+        features=features.outputs["features"], events=events, train_config=train_config
+    )
     checked_set = validate_training_set(
         training_set=training_set.outputs["training_set"],
         features=features.outputs["features"],
@@ -65,6 +72,7 @@ def retraining(
     trained = train(
         events=events,
         features=features.outputs["features"],
+        training_set=training_set.outputs["training_set"],
         train_config=train_config,
         num_workers=num_workers,
     ).after(checked_set)

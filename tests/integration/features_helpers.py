@@ -78,3 +78,36 @@ def reference_history(
     rows = rows.tail(hist_len)
     stamps = rows[EVENT_TS].to_numpy(dtype="datetime64[us]").view(np.int64)
     return vocab.encode(rows[ITEM_ID].to_numpy()).tolist(), stamps.tolist()
+
+
+def _behaviour_in_order(events: pd.DataFrame, user: str) -> pd.DataFrame:
+    rows = events[(events[USER_ID] == user) & (events[EVENT_TYPE] != EVENT_IMPRESSION)]
+    rows = rows.sort_values([EVENT_TS, SEQ_POS]).reset_index(drop=True)
+    times = rows[EVENT_TS].to_numpy(dtype="datetime64[us]").view(np.int64)
+    rank = rows.groupby(EVENT_TS).cumcount().to_numpy()
+    return rows.assign(_stamp=times + rank, _time=times)
+
+
+def reference_before(
+    events: pd.DataFrame, vocab: Vocabulary, user: str, seq_pos: int, hist_len: int
+) -> tuple[list[int], list[int], int]:
+    """(item indices, µs times, stamp µs) of the last ``hist_len`` behaviour events before the
+    event ``seq_pos`` in (``EVENT_TS``, ``SEQ_POS``) order; its stamp = time + rank in its tie."""
+    rows = _behaviour_in_order(events, user)
+    k = int(np.flatnonzero(rows[SEQ_POS].to_numpy() == seq_pos)[0])
+    before = rows.iloc[:k].tail(hist_len)
+    items = vocab.encode(before[ITEM_ID].to_numpy()).tolist()
+    return items, before["_time"].tolist(), int(rows["_stamp"].iloc[k])
+
+
+def reference_as_of(
+    events: pd.DataFrame, vocab: Vocabulary, user: str, at: pd.Timestamp, hist_len: int
+) -> list[int]:
+    """What a point-in-time read at ``at`` holds: the snapshot of the user's latest event whose
+    stamp is at or before ``at`` (the events before it), or [] before the first."""
+    rows = _behaviour_in_order(events, user)
+    seen = rows[rows["_stamp"] <= at.value // 1000]
+    if seen.empty:
+        return []
+    k = len(seen) - 1
+    return vocab.encode(rows.iloc[:k].tail(hist_len)[ITEM_ID].to_numpy()).tolist()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -14,12 +15,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mirec.data.events import write_events_parquet
+from mirec.config import TrainConfig
+from mirec.data.events import Dataset, write_events_parquet
+from mirec.data.splits import Split, split_to_frame
 from mirec.data.synthetic import generate
 from mirec.data.vocab import Vocabulary
+from mirec.errors import DataValidationError
 from mirec.features import feast_io
-from mirec.features.build import FeatureBuildConfig, build_features, write_catalog
+from mirec.features.build import FeatureBuildConfig, build_dataset, build_features, write_catalog
 from mirec.features.repo import Layout, StoreSettings, render_repo
+from mirec.features.training_set import build_training_set
 from mirec.schema import (
     EVENT_IMPRESSION,
     EVENT_TS,
@@ -32,11 +37,19 @@ from mirec.schema import (
     ITEM_ID,
     NUM_EVENTS,
     SEQ_POS,
+    SPLIT,
+    TARGET_ITEM_IDS,
     USER_ATTRIBUTES,
     USER_HISTORY_FV,
     USER_ID,
 )
-from tests.integration.features_helpers import reference_history, tied_events
+from mirec.training import num_examples, prepare, prepare_from_training_set
+from tests.integration.features_helpers import (
+    example_counter,
+    reference_as_of,
+    reference_history,
+    tied_events,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.feast, pytest.mark.spark]
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -52,6 +65,7 @@ class FeastBuild:
     vocab: Vocabulary
     profiles: dict[str, list[str]]
     store: Any
+    dataset: Dataset
 
 
 def _unique(prefix: str) -> str:
@@ -84,7 +98,32 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FeastBuild]:
         for u, a in zip(users_table[USER_ID], users_table[USER_ATTRIBUTES], strict=True)
     }
     store = feast_io.open_store(repo)
-    yield FeastBuild(layout, events, Vocabulary.load(layout.vocab), profiles, store)
+    vocab = Vocabulary.load(layout.vocab)
+    both = dataclasses.replace(dataset, events=events)
+    yield FeastBuild(layout, events, vocab, profiles, store, both)
+    feast_io.teardown(repo)
+
+
+BEAUTY_USERS = 400  # ~5,000 events, 57% of them tied with another of their user
+
+
+@pytest.fixture(scope="module")
+def beauty_build(
+    shared_data: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Path, Dataset, Vocabulary]]:
+    """The first users of Beauty (day-level timestamps, many ties), built and applied."""
+    from mirec.data.loaders import load_dataset
+    from mirec.features.spark_session import get_spark
+
+    full = load_dataset(shared_data / "Beauty")
+    users = full.events[USER_ID].drop_duplicates().iloc[:BEAUTY_USERS]
+    dataset = dataclasses.replace(full, events=full.events[full.events[USER_ID].isin(users)])
+    spark = get_spark("local[2]", driver_memory="2g", conf={"spark.sql.shuffle.partitions": "4"})
+    root = tmp_path_factory.mktemp("beauty") / "wd"
+    build_dataset(dataset, root, cfg=FeatureBuildConfig(), spark=spark, now=NOW)
+    repo = render_repo(root, StoreSettings(project=_unique("t_beauty")))
+    feast_io.apply(repo)
+    yield repo, dataset, Vocabulary.load(Layout(root).vocab)
     feast_io.teardown(repo)
 
 
@@ -117,15 +156,11 @@ def test_online_lookup_serves_the_as_of_build_rows(built: FeastBuild) -> None:
 
 
 def _expected_at(events: pd.DataFrame, vocab: Vocabulary, user: str, at: pd.Timestamp) -> list[int]:
-    """What a point-in-time lookup at ``at`` must return: the history before the latest event
-    at or before ``at`` (everything once ``at`` passes the build time)."""
-    behaviour = events[(events[USER_ID] == user) & (events[EVENT_TYPE] != EVENT_IMPRESSION)]
+    """What a point-in-time lookup at ``at`` must return: the snapshot of the latest event
+    stamped at or before ``at`` (everything once ``at`` passes the build time)."""
     if at >= pd.Timestamp(NOW):
         return reference_history(events, vocab, user, at, 50)[0]
-    seen = behaviour[behaviour[EVENT_TS] <= at]
-    if seen.empty:
-        return []
-    return reference_history(events, vocab, user, seen[EVENT_TS].max(), 50)[0]
+    return reference_as_of(events, vocab, user, at, 50)
 
 
 def test_training_frame_is_point_in_time_correct(built: FeastBuild) -> None:
@@ -154,10 +189,95 @@ def test_training_frame_is_point_in_time_correct(built: FeastBuild) -> None:
     assert frame["label"].tolist() == entity["label"].tolist()  # order and extra columns kept
     for row in frame.itertuples(index=False):
         at = getattr(row, FEAST_TS)
-        assert all(ts < at.value // 1000 for ts in getattr(row, HIST_TS))  # never at/after t
+        assert all(ts <= at.value // 1000 for ts in getattr(row, HIST_TS))  # never after t
         expected = _expected_at(events, built.vocab, getattr(row, USER_ID), at)
         assert [int(i) for i in getattr(row, HIST_ITEM_IDS)] == expected
         assert getattr(row, HIST_LEN) == len(expected)
+
+
+def _training_set(repo: Path, events: Path, cfg: TrainConfig, out: Path) -> pd.DataFrame:
+    from mirec.features.spark_session import get_spark
+
+    spark = get_spark("local[2]", driver_memory="2g", conf={"spark.sql.shuffle.partitions": "4"})
+    result = build_training_set(repo, events, out, cfg.data, spark=spark)
+    frame = pd.read_parquet(result.path)
+    assert result.rows == len(frame) and result.empty_histories == 0
+    return frame
+
+
+def _train_rows(split: Split) -> pd.DataFrame:
+    rows = split_to_frame(split)
+    return rows[rows[SPLIT] == "train"]
+
+
+def _check_paths_agree(
+    cfg: TrainConfig, dataset: Dataset, frame: pd.DataFrame, vocab: Vocabulary
+) -> None:
+    memory = prepare(cfg, dataset, vocab)
+    feast = prepare_from_training_set(cfg, dataset, frame, vocab)
+    expected = _train_rows(memory.split)
+    assert len(frame) == len(expected) == num_examples(feast) > 100
+    assert example_counter(_train_rows(feast.split)) == example_counter(expected)
+    rows = frame.assign(**{SPLIT: "train"})  # the rows themselves are the examples
+    assert example_counter(rows) == example_counter(expected)
+    for name in ("valid", "test"):
+        ours, theirs = getattr(feast.split, name), getattr(memory.split, name)
+        assert list(ours.user_ids) == list(theirs.user_ids)
+    assert np.array_equal(feast.split.item_counts, memory.split.item_counts)
+
+
+@pytest.mark.parametrize("protocol", ["B", "A"])
+def test_training_set_is_the_protocols_training_examples(
+    built: FeastBuild, protocol: str, tmp_path: Path
+) -> None:
+    cfg = TrainConfig(data={"protocol": protocol})
+    frame = _training_set(built.layout.root, built.layout.events, cfg, tmp_path / "ts")
+    dataset = built.dataset
+    _check_paths_agree(cfg, dataset, frame, built.vocab)
+
+
+def test_training_set_reads_what_feast_serves(built: FeastBuild, tmp_path: Path) -> None:
+    """The Spark point-in-time join returns Feast's own historical retrieval, row for row."""
+    frame = _training_set(built.layout.root, built.layout.events, TrainConfig(), tmp_path / "ts")
+    sample = frame.sample(300, random_state=0).reset_index(drop=True)
+    served = feast_io.get_training_frame(built.store, sample[[USER_ID, FEAST_TS]])
+    for key in (*HIST_KEYS, USER_ATTRIBUTES):
+        got = [np.asarray(v).tolist() for v in sample[key]]
+        assert got == [np.asarray(v).tolist() for v in served[key]], key
+    saved = built.store.get_saved_dataset("training_set_b")
+    assert saved.feature_service_name == "user_tower_v1"
+
+
+@pytest.mark.parametrize("protocol", ["B", "A"])
+def test_training_set_equals_in_memory_on_beauty(
+    beauty_build: tuple[Path, Dataset, Vocabulary], protocol: str, tmp_path: Path
+) -> None:
+    root, dataset, vocab = beauty_build
+    cfg = TrainConfig(data={"protocol": protocol})
+    frame = _training_set(root, Layout(root).events, cfg, tmp_path / "ts")
+    _check_paths_agree(cfg, dataset, frame, vocab)
+
+
+def test_a_held_out_target_or_a_wrong_history_fails(built: FeastBuild, tmp_path: Path) -> None:
+    cfg = TrainConfig()
+    frame = _training_set(built.layout.root, built.layout.events, cfg, tmp_path / "ts")
+    dataset = built.dataset
+    last = frame.sort_values(NUM_EVENTS).groupby(USER_ID).tail(1)
+    row = last[last[NUM_EVENTS] >= 2].iloc[[0]]
+    leaked = row.assign(  # the user's validation target, as the next prefix
+        **{
+            NUM_EVENTS: row[NUM_EVENTS] + 1,
+            HIST_ITEM_IDS: [[*row[HIST_ITEM_IDS].iloc[0], *row[TARGET_ITEM_IDS].iloc[0]][-50:]],
+            TARGET_ITEM_IDS: [[1]],
+        }
+    )
+    with pytest.raises(DataValidationError, match="examples, protocol B has"):
+        prepare_from_training_set(cfg, dataset, pd.concat([frame, leaked]), built.vocab)
+    wrong = frame.copy()
+    first = wrong.index[wrong[NUM_EVENTS] >= 2][0]
+    wrong.at[first, HIST_ITEM_IDS] = list(wrong.at[first, HIST_ITEM_IDS])[::-1]
+    with pytest.raises(DataValidationError, match="not the prefix"):
+        prepare_from_training_set(cfg, dataset, wrong, built.vocab)
 
 
 @pytest.mark.redis

@@ -15,6 +15,7 @@ from mirec.data.events import Dataset, make_events, write_events_parquet
 from mirec.data.splits import make_split, split_to_frame
 from mirec.data.synthetic import generate
 from mirec.data.vocab import Vocabulary
+from mirec.errors import DataValidationError
 from mirec.features import sequences as seq
 from mirec.features.build import (
     FeatureBuildConfig,
@@ -46,7 +47,7 @@ from mirec.schema import (
 from tests.integration.features_helpers import (
     T0,
     example_counter,
-    reference_history,
+    reference_before,
     tied_events,
 )
 
@@ -116,7 +117,7 @@ def tied_build(
     return result.layout, events
 
 
-def test_snapshots_hold_only_strictly_earlier_events(
+def test_snapshots_hold_the_events_before_in_event_order(
     tied_build: tuple[Layout, pd.DataFrame],
 ) -> None:
     layout, events = tied_build
@@ -126,16 +127,27 @@ def test_snapshots_hold_only_strictly_earlier_events(
     behaviour = events[events[EVENT_TYPE] != EVENT_IMPRESSION]
     assert len(snapshots) == len(behaviour)  # one row per (user, behaviour event)
     for row in snapshots.itertuples(index=False):
-        at = getattr(row, FEAST_TS)
-        items, stamps = reference_history(events, vocab, getattr(row, USER_ID), at, 2)
+        user, pos = getattr(row, USER_ID), int(getattr(row, SEQ_POS))
+        items, stamps, stamp = reference_before(events, vocab, user, pos, 2)
         assert list(getattr(row, HIST_ITEM_IDS)) == items
         assert list(getattr(row, HIST_TS)) == stamps
-        assert all(ts < at.value // 1000 for ts in stamps)  # never an event at or after t
+        assert getattr(row, FEAST_TS).value // 1000 == stamp  # EVENT_TS + rank within the tie
         assert getattr(row, HIST_LEN) == len(items)
-    # u1 at t+1h: both events at t (c before b by seq_pos), not the tied one at t+1h.
+    # u1 (N = 2): c, b at t; d, a at t+1h. a's snapshot holds b and its tied predecessor d.
     u1 = snapshots[snapshots[USER_ID] == "u1"].set_index(SEQ_POS)
-    assert vocab.decode(u1.loc[7, HIST_ITEM_IDS]).tolist() == ["c", "b"]
-    assert u1.loc[7, NUM_EVENTS] == u1.loc[5, NUM_EVENTS] == 2
+    assert vocab.decode(u1.loc[7, HIST_ITEM_IDS]).tolist() == ["b", "d"]
+    assert vocab.decode(u1.loc[5, HIST_ITEM_IDS]).tolist() == ["c", "b"]
+    assert (u1.loc[5, NUM_EVENTS], u1.loc[7, NUM_EVENTS]) == (2, 3)
+    assert u1.loc[7, FEAST_TS] - u1.loc[5, FEAST_TS] == pd.Timedelta(microseconds=1)
+
+
+def test_colliding_stamps_fail_the_build(spark: object, tmp_path: Path) -> None:
+    """Two events at t and the next 1 µs later: the stamps t, t + 1 µs, t + 1 µs collide."""
+    tick = timedelta(microseconds=1)
+    events = make_events(["u", "u", "u"], ["a", "b", "c"], [T0, T0, T0 + tick])
+    write_events_parquet(events, tmp_path / "events.parquet")
+    with pytest.raises(DataValidationError, match="1 users have a tie"):
+        build_features(tmp_path / "events.parquet", tmp_path / "wd", spark=spark, now=NOW)
 
 
 def test_as_of_build_rows_hold_everything(tied_build: tuple[Layout, pd.DataFrame]) -> None:

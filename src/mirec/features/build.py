@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from mirec.config import DataConfig
 from mirec.data.events import Dataset, write_events_parquet
 from mirec.data.vocab import Vocabulary
-from mirec.errors import ConfigError
+from mirec.errors import ConfigError, DataValidationError
 from mirec.features import sequences as seq
 from mirec.features.checks import (
     ITEM_FEATURES_SUITE,
@@ -236,12 +236,14 @@ def _sequence_counts(
         "users": F.count(F.lit(1)),
         "truncated_users": F.count(F.when(length > cfg.hist_len, 1)),
         "longest_history": F.max(length),
+        "stamp_collisions": F.count(F.when(seq.stamps_collide(F.col(seq.TIMES), length), 1)),
     }
     for protocol in cfg.protocols:
         for split, column in seq.example_counts(protocol, cfg.data).items():
             columns[f"{protocol}_{split}"] = column
     row = per_user.agg(*[column.alias(name) for name, column in columns.items()]).first()
     values = {name: int((row[name] if row else 0) or 0) for name in columns}
+    _require_increasing_stamps(values["stamp_collisions"])
     history = {name: values[name] for name in list(columns)[:4]}
     examples = {
         protocol: {
@@ -252,6 +254,17 @@ def _sequence_counts(
         for protocol in cfg.protocols
     }
     return history, examples
+
+
+def _require_increasing_stamps(users: int) -> None:
+    """Fail when some users' event stamps would not increase (``sequences.stamps_collide``)."""
+    if users:
+        raise DataValidationError(
+            f"{users} users have a tie of m events at one timestamp followed by their next "
+            "event less than m microseconds later: the feature store could not order their "
+            "events (event_timestamp = EVENT_TS + rank within the tie); deduplicate the tied "
+            "events or give them distinct timestamps"
+        )
 
 
 def shuffle_partitions_for(input_bytes: int, parallelism: int) -> int:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from string import Template
 from typing import Any, Literal
@@ -32,6 +33,8 @@ DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 # Values of ROW_KIND: the user-history table is written in two hive partitions.
 ROW_EVENT = "event"  # one snapshot per (user, behaviour event)
 ROW_LATEST = "latest"  # one "as of build" row per user (what is materialized online)
+STORE_SETTINGS_FILE = "store_settings.json"  # written by the build, read by later steps
+ONLINE_STORES = ("sqlite", "redis")
 _PROJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_]*$")
 
 
@@ -101,19 +104,70 @@ class Layout:
 
 @dataclass(frozen=True)
 class StoreSettings:
-    """How ``feature_store.yaml`` is rendered.
+    """How ``feature_store.yaml`` is rendered: the one typed form of the feature-store settings.
+
+    Written once per feature build into the repository (``write``) and read back by every later
+    step (``read``), which re-renders the yaml for its own machine's paths. The pipeline's
+    ``feature_store`` parameter (a partial mapping) becomes one through ``from_parameter``.
 
     Attributes:
         project: Feast project name (letters, digits, underscores); Redis keys carry it.
         online_store: ``"sqlite"`` (default, a file in the workdir) or ``"redis"``.
         redis_url: ``redis://[:password@]host:port/db`` (``rediss://`` for TLS).
         registry: ``"sqlite"`` (a file in the workdir) or a ``postgresql://`` URL.
+
+    Raises:
+        ConfigError: a bad project name or online store (named).
     """
 
     project: str = DEFAULT_PROJECT
     online_store: Literal["sqlite", "redis"] = "sqlite"
     redis_url: str = DEFAULT_REDIS
     registry: str = "sqlite"
+
+    def __post_init__(self) -> None:
+        check_project(self.project)
+        if self.online_store not in ONLINE_STORES:
+            raise ConfigError(
+                f"feature_store.online_store must be one of {ONLINE_STORES}, "
+                f"got {self.online_store!r}"
+            )
+
+    @classmethod
+    def from_parameter(cls, values: Mapping[str, Any] | None) -> StoreSettings:
+        """Settings from a partial mapping (missing fields take their defaults).
+
+        Raises:
+            ConfigError: an unknown field (named, with the known ones) or a bad value.
+        """
+        given = {k: str(v) for k, v in (values or {}).items()}
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            raise ConfigError(f"feature_store has unknown fields {unknown}; use {known}")
+        return cls(**given)  # type: ignore[arg-type]
+
+    def write(self, root: Path) -> Path:
+        """Record these settings in the repository at ``root`` (``STORE_SETTINGS_FILE``)."""
+        path = Path(root) / STORE_SETTINGS_FILE
+        path.write_text(json.dumps(asdict(self), indent=2, sort_keys=True))
+        return path
+
+    @classmethod
+    def read(cls, root: Path) -> StoreSettings:
+        """The settings a build recorded in ``root``; every field must be there.
+
+        Raises:
+            ConfigError: no settings file, or a missing or unknown field (named).
+        """
+        path = Path(root) / STORE_SETTINGS_FILE
+        if not path.is_file():
+            raise ConfigError(f"{path} not found: the feature build did not record its store")
+        data = json.loads(path.read_text())
+        missing = sorted({f.name for f in fields(cls)} - set(data))
+        if missing:
+            raise ConfigError(f"{path} has no field {missing}")
+        return cls.from_parameter(data)
 
 
 def check_project(name: str) -> str:

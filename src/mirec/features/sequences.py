@@ -10,18 +10,21 @@ counts) is derived from that frame with array slices, O(N) per event also for a 
 events. No sliding window frames: they re-aggregate N rows for every event, and each output
 would sort the events again.
 
-Snapshot semantics and tied timestamps. The snapshot row of an event e holds the last N
-behaviour events with ``EVENT_TS`` strictly before ``EVENT_TS(e)`` and is stamped
-``event_timestamp = EVENT_TS(e)``. Feast identifies a feature row by (entity, event_timestamp)
-only: a point-in-time join for (user, t) returns ONE row per user and time, and the file offline
-store picks among rows tied on the timestamp with an unstable sort. So events that share e's
-timestamp are left out of e's snapshot whatever their ``SEQ_POS`` (earlier ones too): every row
-of a tie holds the same values, and what Feast serves for time t never contains an event at or
-after t (at an event's time: exactly the events before it; between events: the snapshot of the
-latest event at or before t). Within a history, ties keep ``SEQ_POS`` order. The training
-examples are exact instead: prefixes in (``EVENT_TS``, ``SEQ_POS``) order, identical to
-``mirec.data.splits.split_to_frame``. The "as of build" row of a user holds the last N of ALL its
-events, stamped with the build time (later than every snapshot); it is what is served online.
+Snapshot semantics and tied timestamps. Event order is (``EVENT_TS``, ``SEQ_POS``): public
+files have day-level timestamps with many ties (57% of Beauty's events share their user's
+timestamp with another), and ``SEQ_POS`` is the order they were delivered in. The snapshot row of
+the k-th event of a user holds the last N behaviour events before it in that order (events
+1..k-1, earlier events of its own tie included) and is stamped with the event's sequence time
+``event_stamp = EVENT_TS + r µs``, r = the event's rank among the user's events sharing its
+timestamp (0 for the first). Feast identifies a feature row by (entity, event_timestamp), so
+distinct stamps are what lets a point-in-time join at an event's stamp return exactly that
+event's snapshot; the histories keep the raw ``EVENT_TS`` values (``HIST_TS``). A build fails
+when a tie of m events is followed less than m µs later by the user's next event (the stamps
+would not be increasing; ``stamp_collisions``). The training set is the point-in-time join of
+the protocol's training events at their stamps (``mirec.features.training_set``), identical to
+``mirec.data.splits.split_to_frame``'s training rows. The "as of build" row of a user holds the
+last N of ALL its events, stamped with the build time (later than every snapshot); it is what
+is served online.
 """
 
 from __future__ import annotations
@@ -68,10 +71,12 @@ TIMES = "_times"  # their EVENT_TS as microseconds since the unix epoch
 POSITIONS = "_positions"  # their SEQ_POS
 USER_LEN = "_user_len"  # number of behaviour events of the user
 _STARTS = "_starts"  # 1-based positions where a new timestamp begins
-_GROUP = "_group"  # 0-based index of a tie group (events sharing a timestamp)
-_START = "_start"  # first position of a tie group
+_RANKS = "_ranks"  # per event: its 0-based rank among the user's events sharing its timestamp
+_STAMP = "_stamp"  # an event's Feast event time in µs: EVENT_TS + its rank
 _POS = "_pos"  # 1-based position of an event in its user's sequence
 _ITEM = "_item"
+# Columns of ``event_rows`` that other modules read.
+EVENT_POS, EVENT_ITEM, EVENT_STAMP = _POS, _ITEM, _STAMP
 _ROW = "_row"
 _STRING_ARRAY = T.ArrayType(T.StringType())
 
@@ -172,51 +177,89 @@ def _tie_starts(times: Column, length: Column) -> Column:
     return F.array_compact(F.zip_with(changed, positions, lambda new, i: F.when(new | (i == 1), i)))
 
 
-def _snapshot_rows(per_user: DataFrame, hist_len: int) -> DataFrame:
-    """One snapshot row per event; the events of a tie group share their values.
+def _tie_ranks(starts: Column, length: Column) -> Column:
+    """Per event, its 0-based rank among the user's events sharing its timestamp: [L].
 
-    Per user, the tie groups are exploded first (each gets the ``hist_len`` items before its
-    first position), then the events of each group: no array longer than N is copied per row.
+    O(L): the tie sizes from consecutive starts, then one ``sequence(0, m - 1)`` per tie.
     """
-    with_starts = per_user.select(
+    following = F.concat(F.slice(starts, 2, length), F.array(length + 1))
+    sizes = F.zip_with(following, starts, lambda nxt, first: nxt - first)
+    return F.flatten(F.transform(sizes, lambda m: F.sequence(F.lit(0), m - 1)))
+
+
+def stamps_collide(times: Column, length: Column) -> Column:
+    """True when a user's event stamps would not increase: a tie of m events is followed by the
+    next event less than m µs later (see the module notes). O(L) per user."""
+    starts = _tie_starts(times, length)
+    following = F.concat(F.slice(starts, 2, length), F.array(length + 1))
+    sizes = F.zip_with(following, starts, lambda nxt, first: nxt - first)
+    tie_times = F.array_distinct(times)  # times are sorted: one per tie, in order
+    gaps = F.zip_with(F.slice(tie_times, 2, length), tie_times, lambda later, t: later - t)
+    short = F.zip_with(gaps, sizes, lambda gap, m: F.coalesce(gap < m, F.lit(False)))
+    return F.exists(short, lambda hit: hit)
+
+
+def event_rows(per_user: DataFrame) -> DataFrame:
+    """One row per behaviour event, with its position and its stamp (the Feast event time).
+
+    Args:
+        per_user: the output of ``user_sequences``.
+
+    Returns:
+        [E] ``USER_ID``, ``ITEMS``, ``TIMES``, ``USER_LEN`` (the user's arrays, for windows),
+        ``SEQ_POS``, ``_pos`` (1-based position k), ``_item`` (its item index) and ``_stamp``
+        (µs: ``EVENT_TS`` + the event's rank within its tie).
+    """
+    ranked = per_user.select(
         USER_ID,
         ITEMS,
         TIMES,
         POSITIONS,
         USER_LEN,
-        _tie_starts(F.col(TIMES), F.col(USER_LEN)).alias(_STARTS),
+        _tie_ranks(_tie_starts(F.col(TIMES), F.col(USER_LEN)), F.col(USER_LEN)).alias(_RANKS),
     )
-    groups = with_starts.select(
+    exploded = ranked.select(
+        USER_ID, ITEMS, TIMES, USER_LEN, _RANKS, F.posexplode(POSITIONS).alias(_POS, SEQ_POS)
+    )
+    pos = F.col(_POS) + 1
+    stamp = F.element_at(TIMES, pos) + F.element_at(_RANKS, pos).cast("long")
+    return exploded.select(
         USER_ID,
         ITEMS,
         TIMES,
-        POSITIONS,
         USER_LEN,
-        _STARTS,
-        # _outer: never empty here, and no inferred size() > 0 filter evaluating the lambdas again
-        F.posexplode_outer(_STARTS).alias(_GROUP, _START),
+        SEQ_POS,
+        pos.alias(_POS),
+        F.element_at(ITEMS, pos).alias(_ITEM),
+        stamp.alias(_STAMP),
     )
-    start = F.col(_START)
-    end = F.coalesce(F.get(F.col(_STARTS), F.col(_GROUP) + 1), F.col(USER_LEN) + 1)
-    event_ts = F.timestamp_micros(F.element_at(TIMES, start))
-    items = _window(F.col(ITEMS), start - 1, hist_len)
-    rows = groups.select(
+
+
+def _snapshot_rows(per_user: DataFrame, hist_len: int) -> DataFrame:
+    """One snapshot row per event k: the last ``hist_len`` events before it, at its stamp."""
+    events = event_rows(per_user)
+    before = F.col(_POS) - 1
+    stamp = F.timestamp_micros(F.col(_STAMP))
+    items = _window(F.col(ITEMS), before, hist_len)
+    rows = events.select(
         USER_ID,
-        F.explode(F.slice(POSITIONS, start, end - start)).alias(SEQ_POS),
-        event_ts.alias(FEAST_TS),
-        event_ts.alias(FEAST_CREATED_TS),
+        SEQ_POS,
+        stamp.alias(FEAST_TS),
+        stamp.alias(FEAST_CREATED_TS),
         items.alias(HIST_ITEM_IDS),
-        _window(F.col(TIMES), start - 1, hist_len).alias(HIST_TS),
+        _window(F.col(TIMES), before, hist_len).alias(HIST_TS),
         F.size(items).cast("long").alias(HIST_LEN),
-        (start - 1).cast("long").alias(NUM_EVENTS),
+        before.cast("long").alias(NUM_EVENTS),
     )
     return rows.withColumn(ROW_KIND, F.lit(ROW_EVENT))
 
 
 def _latest_rows(per_user: DataFrame, hist_len: int, build_ts: datetime) -> DataFrame:
-    """One "as of build" row per user: the last N of all its events."""
+    """One "as of build" row per user: the last N of all its events, after its last stamp."""
     length = F.col(USER_LEN)
-    latest_ts = F.greatest(F.lit(build_ts), F.timestamp_micros(F.element_at(TIMES, -1) + 1))
+    last_rank = length - F.element_at(_tie_starts(F.col(TIMES), length), -1)
+    last_stamp = F.element_at(TIMES, -1) + last_rank.cast("long")
+    latest_ts = F.greatest(F.lit(build_ts), F.timestamp_micros(last_stamp + 1))
     items = _window(F.col(ITEMS), length, hist_len)
     return per_user.select(
         USER_ID,
@@ -308,12 +351,12 @@ def user_part(user_id: Column, cfg: DataConfig) -> Column:
     )
 
 
-def _history_cut(length: Column, cfg: DataConfig) -> Column:
+def history_cut(length: Column, cfg: DataConfig) -> Column:
     """floor(history_fraction * n) in IEEE doubles, as ``split_users`` computes it."""
     return F.floor(F.lit(float(cfg.history_fraction)) * length.cast("double")).cast("long")
 
 
-def _is_eval_user(part: Column, cut: Column, length: Column) -> Column:
+def is_eval_user(part: Column, cut: Column, length: Column) -> Column:
     return (part != F.lit(TRAIN)) & (cut > 0) & (cut < length)
 
 
@@ -332,8 +375,8 @@ def training_examples_a(per_user: DataFrame, cfg: DataConfig) -> DataFrame:
     """
     part = user_part(F.col(USER_ID), cfg)
     length = F.col(USER_LEN)
-    cut = _history_cut(length, cfg)
-    eval_user = _is_eval_user(part, cut, length)
+    cut = history_cut(length, cfg)
+    eval_user = is_eval_user(part, cut, length)
     train_rows = _prefix_rows(per_user.where(~eval_user), cfg.max_len).select(
         USER_ID, F.lit(TRAIN).alias(SPLIT), HIST_ITEM_IDS, TARGET_ITEM_IDS
     )
@@ -362,7 +405,7 @@ def example_counts(protocol: str, cfg: DataConfig) -> dict[str, Column]:
             TEST: F.count(F.when(both, 1)),
         }
     part = user_part(F.col(USER_ID), cfg)
-    eval_user = _is_eval_user(part, _history_cut(length, cfg), length)
+    eval_user = is_eval_user(part, history_cut(length, cfg), length)
     return {
         TRAIN: F.sum(F.when(~eval_user, length - 1).otherwise(0)),
         VALID: F.count(F.when(eval_user & (part == F.lit(VALID)), 1)),

@@ -7,21 +7,15 @@ quarantine report or the Great Expectations Data Docs path, so the run stops bef
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from mirec.config import from_dict
-from mirec.data.vocab import Vocabulary
-from mirec.errors import ConfigError
+from mirec.data.vocab import Vocabulary, sort_ids
 from mirec.pipeline.io import (
     EVENTS_FILE,
     ITEMS_FILE,
@@ -29,21 +23,13 @@ from mirec.pipeline.io import (
     StepResult,
     catalog_from_ids,
     is_dataset_dir,
-    read_dataset_dir,
     read_raw_dataset_dir,
     write_dataset_dir,
 )
 from mirec.schema import (
-    BEHAVIOUR_EVENT_TYPES,
-    EVENT_TS,
-    EVENT_TYPE,
-    FEAST_TS,
-    HIST_LEN,
     ITEM_ATTRIBUTES,
     ITEM_ID,
     MIN_EVENT_TS,
-    SEQ_POS,
-    TARGET_ITEM_IDS,
     USER_ATTRIBUTES,
     USER_ID,
 )
@@ -54,44 +40,34 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TRAINING_SET_FILE = "training_set.parquet"
-STORE_SETTINGS_FILE = "store_settings.json"  # how the Feast repo was rendered (re-rendered later)
-LOADER_STAGE = "load"  # quarantine sub-folder of rows a format loader set aside
-
-
-def _write_loader_rejects(bad: pd.DataFrame, quarantine_dir: Path) -> None:
-    if bad.empty:
-        return
-    out = quarantine_dir / "quarantine" / LOADER_STAGE
-    out.mkdir(parents=True, exist_ok=True)
-    frame = bad.astype({c: str for c in bad.columns if bad[c].dtype == object})
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), str(out / "part-0.parquet"))
 
 
 def read_source(
-    source: str, quarantine_dir: Path, max_bad_fraction: float
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, int]:
-    """(raw events, items, users, rows a loader already set aside) of the pipeline's source.
+    source: str, columns: dict[str, str] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.DataFrame, pd.DataFrame]:
+    """(raw events, loader rejects or None, items, users) of the pipeline's source.
 
-    A dataset directory or a canonical events parquet is read as stored (every row checks in
-    the quarantine); any other path goes through ``load_dataset``, whose row rules are the
-    same, and its rejected rows are written to ``<quarantine_dir>/quarantine/load/``.
+    A dataset directory or a canonical events parquet is read as stored; any other path is
+    parsed by ``mirec.data.loaders.read_raw_dataset`` (with the column mapping), its rows
+    keeping their source lines and the lines it could not parse coming back as rejects. No row
+    rule has run yet: the quarantine applies them all, once. A loaded source's catalogs hold
+    only the ids with attributes (``validate_events`` adds the clean events' ids).
     """
-    from mirec.data.loaders import load_dataset
+    from mirec.data.loaders import catalogs, read_raw_dataset
     from mirec.validation.quarantine import read_events_lenient
 
     path = Path(source)
     if is_dataset_dir(path):
         _, items, users = read_raw_dataset_dir(path)
-        return read_events_lenient(path / EVENTS_FILE), items, users, 0
+        return read_events_lenient(path / EVENTS_FILE), None, items, users
     if path.suffix == ".parquet" or (path.is_dir() and any(path.glob("*.parquet"))):
         events = read_events_lenient(path)
-        items = catalog_from_ids(events[ITEM_ID], ITEM_ID, ITEM_ATTRIBUTES)
-        users = catalog_from_ids(events[USER_ID], USER_ID, USER_ATTRIBUTES)
-        return events, items, users, 0
-    dataset = load_dataset(source, max_bad_fraction=max_bad_fraction)
-    _write_loader_rejects(dataset.report.bad_rows, quarantine_dir)
-    rejected = dataset.report.rows_read - dataset.report.rows_kept
-    return dataset.events, dataset.items, dataset.users, rejected
+        items = catalog_from_ids(events[ITEM_ID].iloc[:0], ITEM_ID, ITEM_ATTRIBUTES)
+        users = catalog_from_ids(events[USER_ID].iloc[:0], USER_ID, USER_ATTRIBUTES)
+        return events, None, items, users
+    raw = read_raw_dataset(source, columns)
+    items, users = catalogs(raw, raw.events.iloc[:0])
+    return raw.events, raw.rejects, items, users
 
 
 def validate_events(
@@ -101,35 +77,50 @@ def validate_events(
     docs_dir: str | Path,
     *,
     max_bad_fraction: float,
+    columns: str = "",
     now: datetime | None = None,
 ) -> StepResult:
     """Quarantine bad rows, run the ``events`` suite, write the clean dataset directory.
+
+    Every rejected row (loader rejects and rule rejects) goes to the one quarantine,
+    ``<quarantine_dir>/quarantine/raw_events/`` with its report (``mirec.validation``).
+
+    Args:
+        source: the event log (see ``read_source``).
+        events_dir, quarantine_dir, docs_dir: the step's output folders.
+        max_bad_fraction: the tolerance (the pipeline passes the config's
+            ``data.max_bad_fraction`` unless overridden).
+        columns: a column mapping for table sources, ``"event_ts=timestamp,..."``.
+        now: later events are ``future_timestamp`` (default: now).
 
     Raises:
         DataValidationError: too many quarantined rows (message: the quarantine summary and
             report path) or a failed expectation (message: the failures and Data Docs page).
         DataFormatError: the source cannot be read.
     """
+    from mirec.data.columns import parse_columns
     from mirec.validation import quarantine_events_pandas, require, validate_table
 
     quarantine = Path(quarantine_dir)
-    events, items, users, rejected = read_source(source, quarantine, max_bad_fraction)
+    events, rejects, items, users = read_source(source, parse_columns(columns))
     clean, report = quarantine_events_pandas(
         events,
         now=now or datetime.now(UTC),
         epoch=MIN_EVENT_TS,
         out_dir=quarantine,
         max_bad_fraction=max_bad_fraction,
+        rejects=rejects,
     )
+    items = _with_event_ids(items, clean[ITEM_ID], ITEM_ID, ITEM_ATTRIBUTES)
+    users = _with_event_ids(users, clean[USER_ID], USER_ID, USER_ATTRIBUTES)
     outcome = validate_table(clean, "events", docs_dir=docs_dir)
     require(outcome)
     write_dataset_dir(clean, items, users, events_dir)
-    rows_read = report.rows_in + rejected
     metrics = {
-        "rows_read": float(rows_read),
+        "rows_read": float(report.rows_in),
         "rows_kept": float(report.rows_clean),
-        "rows_quarantined": float(rows_read - report.rows_clean),
-        "bad_fraction": (rows_read - report.rows_clean) / rows_read if rows_read else 0.0,
+        "rows_quarantined": float(report.rows_bad),
+        "bad_fraction": report.bad_fraction,
         "users": float(clean[USER_ID].nunique()),
         "items": float(clean[ITEM_ID].nunique()),
         "suite_success": float(outcome.success),
@@ -141,6 +132,22 @@ def validate_events(
         "data_docs": outcome.docs_path or "",
     }
     return StepResult(metrics=metrics, metadata=metadata)
+
+
+def _with_event_ids(
+    catalog: pd.DataFrame, ids: pd.Series, id_column: str, attr_column: str
+) -> pd.DataFrame:
+    """``catalog`` plus a row (no attributes) for every id of the clean events it lacks,
+    in vocabulary order."""
+    missing = pd.Index(ids.astype(str).unique()).difference(catalog[id_column].astype(str))
+    if missing.empty:
+        return catalog
+    extra = catalog_from_ids(pd.Series(missing, dtype=object), id_column, attr_column)
+    if catalog.empty:
+        return extra
+    both = pd.concat([catalog, extra], ignore_index=True)
+    order = {value: rank for rank, value in enumerate(sort_ids(both[id_column].astype(str)))}
+    return both.iloc[both[id_column].astype(str).map(order).argsort()].reset_index(drop=True)
 
 
 def seed_vocabulary(features_dir: Path, registry_root: str | Path) -> int:
@@ -206,29 +213,12 @@ def build_features(
 def store_settings(feature_store: dict[str, Any] | None) -> StoreSettings:
     """``StoreSettings`` from the pipeline's ``feature_store`` parameter (empty: local SQLite).
 
-    Keys: ``project``, ``online_store`` ("sqlite" | "redis"), ``redis_url``, ``registry``
-    ("sqlite" | a postgresql:// URL).
-
     Raises:
-        ConfigError: an unknown key or online store.
+        ConfigError: an unknown field or a bad value, named.
     """
     from mirec.features.repo import StoreSettings
 
-    given = {k: str(v) for k, v in (feature_store or {}).items()}
-    known = sorted(StoreSettings.__dataclass_fields__)
-    unknown = sorted(set(given) - set(known))
-    if unknown:
-        raise ConfigError(f"feature_store has unknown keys {unknown}; use {known}")
-    default = StoreSettings()
-    online = given.get("online_store", default.online_store)
-    if online not in ("sqlite", "redis"):
-        raise ConfigError(f"feature_store.online_store must be 'sqlite' or 'redis', got {online!r}")
-    return StoreSettings(
-        project=given.get("project", default.project),
-        online_store="redis" if online == "redis" else "sqlite",
-        redis_url=given.get("redis_url", default.redis_url),
-        registry=given.get("registry", default.registry),
-    )
+    return StoreSettings.from_parameter(feature_store)
 
 
 def publish_features(root: Path, feature_store: dict[str, Any] | None) -> dict[str, Any]:
@@ -238,60 +228,49 @@ def publish_features(root: Path, feature_store: dict[str, Any] | None) -> dict[s
 
     settings = store_settings(feature_store)
     render_repo(root, settings)
-    (root / STORE_SETTINGS_FILE).write_text(json.dumps(dataclasses.asdict(settings)))
+    settings.write(root)
     feast_io.apply(root)
     feast_io.materialize(root)
     return {"repo": str(root), "online_store": settings.online_store, "project": settings.project}
 
 
-def entity_rows(events: pd.DataFrame, vocab: Vocabulary) -> pd.DataFrame:
-    """One training row per behaviour event that has an earlier one: who, when, which item.
-
-    Returns:
-        [R] ``USER_ID``, ``FEAST_TS`` (the event's time: features must come from before it),
-        ``TARGET_ITEM_IDS`` (the event's item index, as a one-item list).
-    """
-    rows = events[events[EVENT_TYPE].isin(BEHAVIOUR_EVENT_TYPES)]
-    rows = rows.sort_values([USER_ID, EVENT_TS, SEQ_POS], kind="stable")
-    rows = rows[rows.groupby(USER_ID).cumcount() >= 1]
-    targets = vocab.encode(rows[ITEM_ID].astype(str).to_numpy())
-    return pd.DataFrame(
-        {
-            USER_ID: rows[USER_ID].astype(str).to_numpy(),
-            FEAST_TS: rows[EVENT_TS].to_numpy(),
-            TARGET_ITEM_IDS: [[int(t)] for t in targets],
-        }
-    )
-
-
 def make_training_set(
-    features_dir: str | Path, events_dir: str | Path, out_dir: str | Path
+    features_dir: str | Path,
+    events_dir: str | Path,
+    out_dir: str | Path,
+    train_config: dict[str, Any],
 ) -> StepResult:
-    """The point-in-time training frame from Feast's offline store, as one parquet file.
+    """The protocol's training examples with the user features Feast serves, as parquet.
 
-    Every behaviour event with an earlier one becomes a row whose user features are read as of
-    the event's time (strictly earlier events only): what the model may see, never later.
+    One row per training example of ``data.protocol`` (held-out validation and test targets
+    are not among them): the target event and, read point-in-time from the feature store's
+    ``user_tower_v1`` views at the event's stamp, the history before it (see
+    ``mirec.features.training_set``). The set is registered with Feast as a saved dataset.
     """
-    from mirec.features import feast_io
-    from mirec.features.repo import Layout, render_repo
+    from mirec.features.repo import StoreSettings, render_repo
+    from mirec.features.training_set import build_training_set
 
+    cfg = from_dict(train_config)
     root = Path(features_dir).resolve()
-    saved = json.loads((root / STORE_SETTINGS_FILE).read_text())
-    render_repo(root, store_settings(saved))  # paths of this machine (artifacts move on KFP)
-    vocab = Vocabulary.load(Layout(root).vocab)
-    entities = entity_rows(read_dataset_dir(events_dir).events, vocab)
-    frame = feast_io.get_training_frame(feast_io.open_store(root), entities)
+    render_repo(root, StoreSettings.read(root))  # paths of this machine (artifacts move on KFP)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(out / TRAINING_SET_FILE, index=False)
-    lengths = frame[HIST_LEN].to_numpy() if HIST_LEN in frame.columns else np.zeros(0)
+    result = build_training_set(
+        root, Path(events_dir) / EVENTS_FILE, out / TRAINING_SET_FILE, cfg.data
+    )
     metrics = {
-        "rows": float(len(frame)),
-        "users": float(frame[USER_ID].nunique()),
-        "mean_hist_len": float(lengths.mean()) if len(lengths) else 0.0,
-        "empty_histories": float((lengths == 0).sum()),
+        "rows": float(result.rows),
+        "users": float(result.users),
+        "mean_hist_len": result.mean_hist_len,
+        "empty_histories": float(result.empty_histories),
+        "seconds": result.seconds,
     }
-    return StepResult(metrics=metrics, metadata={"columns": list(frame.columns)})
+    metadata = {
+        "protocol": cfg.data.protocol,
+        "saved_dataset": result.saved_dataset,
+        "source": "Feast user_tower_v1, point-in-time",
+    }
+    return StepResult(metrics=metrics, metadata=metadata)
 
 
 def validate_training_set(

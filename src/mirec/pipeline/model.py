@@ -53,13 +53,17 @@ def train_model(
     log_dir: str | Path,
     *,
     features_dir: str | Path | None = None,
+    training_set_dir: str | Path | None = None,
     num_workers: int = 1,
 ) -> StepResult:
-    """Train on the validated event log; the bundle lands in ``model_dir``.
+    """Train on the feature store's training set; the bundle lands in ``model_dir``.
 
-    The examples are built in memory from the event log (``mirec.training.prepare``), identical to
-    the feature build's training examples; the feature build contributes its vocabulary, so the
-    model's item indices are the ones in the feature store.
+    With ``training_set_dir`` the training examples are its rows, exactly
+    (``mirec.training.prepare_from_training_set``: the histories Feast served, checked to be
+    the protocol's training examples); validation and test users come from the protocol's split
+    of the event log. Without it the examples are built in memory from the event log. The
+    feature build contributes its vocabulary, so the model's item indices are the feature
+    store's.
 
     Args:
         events_dir: dataset directory with the clean events (from ``validate_events``).
@@ -68,16 +72,37 @@ def train_model(
         log_dir: the run directory: per-epoch ``metrics.jsonl``, ``training_curve.png``.
         features_dir: the feature build (its append-only vocabulary extends production's);
             None or no vocabulary there: build one from the events.
+        training_set_dir: the ``make_training_set`` output, or None.
         num_workers: > 1 trains with DistributedDataParallel under torchrun.
+
+    Raises:
+        DataValidationError: the training set's rows are not the protocol's training examples,
+            or its row count differs from the examples trained on.
     """
+    import pandas as pd
+
+    from mirec.errors import DataValidationError
     from mirec.features.repo import Layout
-    from mirec.training import train
+    from mirec.pipeline.data import TRAINING_SET_FILE
+    from mirec.training import num_examples, prepare, prepare_from_training_set, train
 
     cfg = from_dict(train_config)
     dataset = read_dataset_dir(events_dir)
     vocab_path = Layout(Path(features_dir)).vocab if features_dir else None
     vocab = Vocabulary.load(vocab_path) if vocab_path and vocab_path.is_file() else None
-    result = train(cfg, dataset, log_dir, vocab=vocab, num_workers=int(num_workers), progress=False)
+    rows = None
+    if training_set_dir is not None:
+        frame = pd.read_parquet(Path(training_set_dir) / TRAINING_SET_FILE)
+        rows = len(frame)
+        prep = prepare_from_training_set(cfg, dataset, frame, vocab)
+    else:
+        prep = prepare(cfg, dataset, vocab)
+    examples = num_examples(prep)
+    if rows is not None and rows != examples:
+        raise DataValidationError(f"training set has {rows} rows but {examples} examples")
+    result = train(
+        cfg, dataset, log_dir, num_workers=int(num_workers), progress=False, prepared=prep
+    )
     _replace_dir(Path(result.bundle_dir), Path(model_dir))
     metadata = {
         "best_epoch": result.best_epoch,
@@ -85,9 +110,13 @@ def train_model(
         "examples_per_second": round(result.examples_per_second, 1),
         "peak_rss_mb": round(result.peak_rss_mb, 1),
         "num_workers": int(num_workers),
+        "examples_from": "training set" if rows is not None else "event log",
     }
     metrics = {k: float(v) for k, v in result.metrics.items()}
     metrics["train_seconds"] = float(result.train_seconds)
+    metrics["training_examples"] = float(examples)
+    if rows is not None:
+        metrics["training_set_rows"] = float(rows)
     return StepResult(metrics=metrics, metadata=metadata)
 
 

@@ -13,16 +13,24 @@ from mirec.data.events import Dataset
 from mirec.data.vocab import Vocabulary
 from mirec.training.ddp import launch
 from mirec.training.loop import plot_training_curve, train_worker
-from mirec.training.prepare import Prepared, data_fingerprint, prepare
+from mirec.training.prepare import (
+    Prepared,
+    data_fingerprint,
+    num_examples,
+    prepare,
+    prepare_from_training_set,
+)
 from mirec.training.result import TrainResult, peak_rss_mb, read_result, write_result
 
 __all__ = [
     "Prepared",
     "TrainResult",
     "data_fingerprint",
+    "num_examples",
     "peak_rss_mb",
     "plot_training_curve",
     "prepare",
+    "prepare_from_training_set",
     "read_result",
     "train",
     "train_worker",
@@ -39,6 +47,7 @@ def train(
     resume: bool = False,
     num_workers: int = 1,
     progress: bool = True,
+    prepared: Prepared | None = None,
 ) -> TrainResult:
     """Train one model and write its bundle under ``out_dir/bundle``.
 
@@ -50,9 +59,10 @@ def train(
         resume: continue from ``out_dir/checkpoint.pt`` when it exists.
         num_workers: > 1 runs DistributedDataParallel under torchrun with that many processes.
         progress: show progress bars.
+        prepared: the inputs when already prepared (``prepare_from_training_set``); default
+            ``prepare(cfg, dataset, vocab)``.
     """
+    prep = prepared or prepare(cfg, dataset, vocab)
     if num_workers > 1:
-        return launch(cfg, dataset, Path(out_dir), vocab=vocab, resume=resume, nproc=num_workers)
-    return train_worker(
-        cfg, prepare(cfg, dataset, vocab), Path(out_dir), resume=resume, progress=progress
-    )
+        return launch(cfg, prep, Path(out_dir), resume=resume, nproc=num_workers)
+    return train_worker(cfg, prep, Path(out_dir), resume=resume, progress=progress)

@@ -22,12 +22,10 @@ from pathlib import Path
 import torch
 
 from mirec.config import TrainConfig
-from mirec.data.events import Dataset
-from mirec.data.vocab import Vocabulary
 from mirec.errors import MirecError
 from mirec.models.baselines import FLOOR_MODELS
 from mirec.training.device import process_group_backend, resolve_device
-from mirec.training.prepare import prepare
+from mirec.training.prepare import Prepared
 from mirec.training.result import TrainResult, read_result
 
 log = logging.getLogger(__name__)
@@ -35,15 +33,9 @@ INPUTS = "ddp_inputs.pkl"
 
 
 def launch(
-    cfg: TrainConfig,
-    dataset: Dataset,
-    out: Path,
-    *,
-    vocab: Vocabulary | None,
-    resume: bool,
-    nproc: int,
+    cfg: TrainConfig, prep: Prepared, out: Path, *, resume: bool, nproc: int
 ) -> TrainResult:
-    """Run ``train_worker`` in ``nproc`` processes and return rank 0's TrainResult.
+    """Run ``train_worker`` on the prepared inputs in ``nproc`` processes; rank 0's result.
 
     A floor (``model.name`` popularity / itemknn) has nothing to distribute: one process fits it.
     """
@@ -52,9 +44,9 @@ def launch(
         from mirec.training.loop import train_worker
 
         log.info("the %s floor is fitted in one process, not %d", cfg.model.name, nproc)
-        return train_worker(cfg, prepare(cfg, dataset, vocab), out, resume=resume, progress=False)
+        return train_worker(cfg, prep, out, resume=resume, progress=False)
     with (out / INPUTS).open("wb") as fh:
-        pickle.dump({"cfg": cfg, "prep": prepare(cfg, dataset, vocab), "resume": resume}, fh)
+        pickle.dump({"cfg": cfg, "prep": prep, "resume": resume}, fh)
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     cmd = [
         sys.executable,
