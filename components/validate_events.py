@@ -14,6 +14,7 @@ def validate_events(
     quarantine: Output[Dataset],
     data_docs: Output[Artifact],
     checks: Output[Metrics],
+    columns: str = "",
 ) -> None:
     """Fail (stopping the run) when too many rows are bad or an expectation fails."""
     from mirec.pipeline.data import validate_events as run_step
@@ -24,6 +25,7 @@ def validate_events(
         quarantine.path,
         data_docs.path,
         max_bad_fraction=float(max_bad_fraction),
+        columns=columns,
     )
     for name, value in result.metrics.items():
         checks.log_metric(name, value)

@@ -68,6 +68,7 @@ def test_compiled_yaml_loads_back_as_a_pipeline(tmp_path: Path) -> None:
         "num_workers",
         "max_bad_fraction",
         "feature_store",
+        "columns",
     }
 
 

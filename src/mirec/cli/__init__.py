@@ -7,8 +7,12 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from mirec.tables import format_table
+
+if TYPE_CHECKING:
+    from mirec.data.events import Dataset
 
 log = logging.getLogger("mirec")
 DATA_ENV = "MIREC_DATA_DIR"
@@ -31,6 +35,20 @@ def _data_arg(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get(DATA_ENV),
         help=f"dataset path, or 'demo' for generated data (default: ${DATA_ENV})",
     )
+    parser.add_argument(
+        "--columns",
+        help="column mapping of a table, e.g. event_ts=timestamp,user_id=uid "
+        "(aliases such as timestamp, ts, time, user, uid, item are recognised)",
+    )
+
+
+def _load(args: argparse.Namespace, max_bad_fraction: float) -> Dataset:
+    """``load_dataset`` of ``--data`` with ``--columns``."""
+    from mirec.data.columns import parse_columns
+    from mirec.data.loaders import load_dataset
+
+    columns = parse_columns(args.columns)
+    return load_dataset(_require_data(args), columns=columns, max_bad_fraction=max_bad_fraction)
 
 
 def _require_data(args: argparse.Namespace) -> str:
@@ -40,28 +58,37 @@ def _require_data(args: argparse.Namespace) -> str:
 
 
 def cmd_data_stats(args: argparse.Namespace) -> int:
-    """Print dataset statistics and the bad-row report."""
-    from mirec.data.loaders import load_dataset
-    from mirec.data.stats import dataset_stats
+    """Print dataset statistics and the quarantine report (the pipeline's rules and counts)."""
+    import tempfile
 
-    ds = load_dataset(_require_data(args), max_bad_fraction=args.max_bad_fraction)
+    from mirec.config import load
+    from mirec.data.columns import parse_columns
+    from mirec.data.loaders import read_raw_dataset
+    from mirec.data.stats import dataset_stats
+    from mirec.validation.quarantine import quarantine_dataset
+
+    tolerance = args.max_bad_fraction
+    if tolerance is None:
+        tolerance = load(args.config, []).data.max_bad_fraction
+    raw = read_raw_dataset(_require_data(args), parse_columns(args.columns))
+    with tempfile.TemporaryDirectory(prefix="mirec-stats-") as scratch:
+        ds, report = quarantine_dataset(
+            raw, out_dir=args.quarantine or scratch, max_bad_fraction=tolerance
+        )
     stats = dataset_stats(ds)
     print(format_table(["statistic", "value"], [[k, v] for k, v in stats.items()]))
-    if ds.report.bad_by_reason:
-        rows = sorted(ds.report.bad_by_reason.items())
-        print("\nrows set aside:\n" + format_table(["reason", "rows"], rows))
+    print("\n" + report.summary())
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a model and print its evaluation table."""
     from mirec.config import load
-    from mirec.data.loaders import load_dataset
     from mirec.data.vocab import Vocabulary
     from mirec.training import train
 
     cfg = load(args.config, args.overrides)
-    ds = load_dataset(_require_data(args), max_bad_fraction=cfg.data.max_bad_fraction)
+    ds = _load(args, cfg.data.max_bad_fraction)
     vocab = Vocabulary.load(args.vocab) if args.vocab else None
     result = train(
         cfg,
@@ -95,13 +122,12 @@ def result_table(metrics: dict[str, float]) -> str:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a bundle on a dataset's held-out users."""
     from mirec.bundle import ModelBundle
-    from mirec.data.loaders import load_dataset
     from mirec.data.splits import make_split
     from mirec.evaluate import evaluate_bundle
 
     bundle = ModelBundle.load(args.bundle)
     cfg = bundle.config
-    ds = load_dataset(_require_data(args), max_bad_fraction=cfg.data.max_bad_fraction)
+    ds = _load(args, cfg.data.max_bad_fraction)
     import pandas as pd
 
     from mirec.schema import ITEM_ID
@@ -126,11 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     stats = data.add_parser("stats", help="dataset statistics and bad-row counts")
     _data_arg(stats)
+    stats.add_argument("--config", help="YAML config whose data.max_bad_fraction applies")
     stats.add_argument(
         "--max-bad-fraction",
         type=float,
-        default=0.01,
-        help="fail when more rows than this share are bad",
+        help="override the config's data.max_bad_fraction (fail above this share of bad rows)",
+    )
+    stats.add_argument(
+        "--quarantine", help="write the quarantine (bad rows + report) under this directory"
     )
     stats.set_defaults(func=cmd_data_stats)
 

@@ -45,26 +45,60 @@ def cmd_build(args: argparse.Namespace) -> int:
         driver_memory=args.driver_memory,
     )
     now = datetime.now(UTC)
+    tolerance = cfg.data.max_bad_fraction
     hooks: dict[str, Any] = {}
+    root = Path(args.workdir)
     if not args.no_validate:
-        root = Path(args.workdir)
-        hooks["validate"] = quarantine_validator(
-            root, now=now, max_bad_fraction=cfg.data.max_bad_fraction
-        )
         hooks["check_tables"] = suite_checker(root / VALIDATION_DOCS, now=now)
     if args.events:
+        if not args.no_validate:
+            hooks["validate"] = quarantine_validator(root, now=now, max_bad_fraction=tolerance)
         result = build_features(args.events, args.workdir, cfg=build_cfg, now=now, **hooks)
     else:
-        from mirec.data.loaders import load_dataset
+        from mirec.data.columns import parse_columns
+        from mirec.data.loaders import clean_dataset, read_raw_dataset
 
         data = args.data or os.environ.get(DATA_ENV)
         if not data:
             raise SystemExit(f"error: give --data PATH (or set {DATA_ENV}) or --events PARQUET")
-        dataset = load_dataset(data, max_bad_fraction=cfg.data.max_bad_fraction)
-        result = build_dataset(dataset, args.workdir, cfg=build_cfg, now=now, **hooks)
+        raw = read_raw_dataset(data, parse_columns(args.columns))
+        if args.no_validate:  # the loader's pandas rules only, no quarantine files
+            dataset = clean_dataset(raw, max_bad_fraction=tolerance)
+            result = build_dataset(dataset, args.workdir, cfg=build_cfg, now=now, **hooks)
+        else:  # Spark applies the rules; loader rejects join the same quarantine
+            hooks["validate"] = quarantine_validator(
+                root, now=now, max_bad_fraction=tolerance, rejects=raw.rejects
+            )
+            result = build_raw(raw, root, cfg=build_cfg, now=now, **hooks)
     print(_manifest_table(result.manifest))
     print(f"\nfeature workdir: {result.layout.root}")
     return 0
+
+
+def build_raw(raw: Any, workdir: Path, **kwargs: Any) -> Any:
+    """Write a parsed dataset's raw events and attribute catalogs, then run the Spark build.
+
+    Args:
+        raw: a ``mirec.data.events.RawDataset`` (no row rule applied yet).
+        workdir: the feature workdir.
+        **kwargs: passed to ``build_features`` (``cfg``, ``validate``, ``check_tables``, ``now``).
+    """
+    from mirec.data.loaders import catalogs
+    from mirec.features.build import build_features, write_catalog
+    from mirec.features.repo import Layout
+    from mirec.schema import ITEM_ATTRIBUTES, ITEM_ID, USER_ATTRIBUTES, USER_ID
+    from mirec.validation.quarantine import write_raw_events
+
+    layout = Layout(workdir.resolve())
+    events = write_raw_events(raw.events, layout.events)
+    item_table, user_table = catalogs(raw, raw.events.iloc[:0])  # ids with attributes only
+    items = write_catalog(
+        item_table if len(item_table) else None, ITEM_ID, ITEM_ATTRIBUTES, layout.catalog_items
+    )
+    users = write_catalog(
+        user_table if len(user_table) else None, USER_ID, USER_ATTRIBUTES, layout.catalog_users
+    )
+    return build_features(events, layout.root, items_path=items, users_path=users, **kwargs)
 
 
 def _manifest_table(manifest: dict[str, Any]) -> str:
@@ -154,6 +188,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--data",
         default=os.environ.get(DATA_ENV),
         help=f"dataset path, or 'demo' (default: ${DATA_ENV})",
+    )
+    build.add_argument(
+        "--columns", help="column mapping of a --data table, e.g. event_ts=timestamp,user_id=uid"
     )
     build.add_argument("--events", help="a canonical event parquet file or folder instead")
     _workdir(build)

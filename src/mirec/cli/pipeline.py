@@ -28,6 +28,7 @@ SPEC_ARGUMENTS = {
     "num_workers",
     "max_bad_fraction",
     "feature_store",
+    "columns",
 }
 
 
@@ -76,7 +77,15 @@ def _arguments(args: argparse.Namespace, registry: str) -> dict[str, Any]:
         num_workers=args.workers,
         max_bad_fraction=args.max_bad_fraction,
         feature_store=_pairs(args.feature_store),
+        columns=args.columns or "",
     )
+
+
+def _override(flag: float | None, spec: object) -> float | None:
+    """The tolerance given by the flag, else by the spec file, else None (the config's)."""
+    if flag is not None:
+        return flag
+    return None if spec is None else float(str(spec))
 
 
 def _pairs(items: list[str] | None) -> dict[str, str]:
@@ -197,8 +206,9 @@ def cmd_schedule(args: argparse.Namespace) -> int:
         given["registry_root"],
         _config_tree(config, overrides),
         num_workers=int(given.get("num_workers", args.workers)),
-        max_bad_fraction=float(given.get("max_bad_fraction", args.max_bad_fraction)),
+        max_bad_fraction=_override(args.max_bad_fraction, given.get("max_bad_fraction")),
         feature_store={**dict(given.get("feature_store") or {}), **_pairs(args.feature_store)},
+        columns=args.columns or str(given.get("columns") or ""),
     )
     recurring_id = schedule(
         _package(args),
@@ -255,8 +265,11 @@ def _run_flags(p: argparse.ArgumentParser, source_required: bool = False) -> Non
     p.add_argument(
         "--max-bad-fraction",
         type=float,
-        default=0.01,
-        help="fail validation above this share of quarantined events",
+        help="override the config's data.max_bad_fraction (fail validation above this share)",
+    )
+    p.add_argument(
+        "--columns",
+        help="column mapping of a table --source, e.g. event_ts=timestamp,user_id=uid",
     )
     p.add_argument(
         "--feature-store",

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from mirec.schema import MIN_EVENT_TS
 
 if TYPE_CHECKING:
+    import pandas as pd
     from pyspark.sql import DataFrame
 
 # Raw Spark events -> clean events (it may write a quarantine and raise DataValidationError).
@@ -29,18 +30,30 @@ TRAINING_FRAME_SUITE = "training_frame"
 
 
 def quarantine_validator(
-    out_dir: str | Path, *, now: datetime, max_bad_fraction: float, epoch: datetime = MIN_EVENT_TS
+    out_dir: str | Path,
+    *,
+    now: datetime,
+    max_bad_fraction: float,
+    epoch: datetime = MIN_EVENT_TS,
+    rejects: pd.DataFrame | None = None,
 ) -> EventValidator:
     """The row-level quarantine of ``mirec.validation`` as the build's event hook.
 
     Bad rows go to ``<out_dir>/quarantine/raw_events/`` with their reason and the report next to
     it; the hook raises ``DataValidationError`` when their share passes ``max_bad_fraction``.
+    ``rejects`` are the rows a format loader could not parse (``RawDataset.rejects``): they
+    join the same quarantine and counts.
     """
     from mirec.validation.quarantine import quarantine_events_spark
 
     def validate(events: DataFrame) -> DataFrame:
         clean, _ = quarantine_events_spark(
-            events, now=now, epoch=epoch, out_dir=out_dir, max_bad_fraction=max_bad_fraction
+            events,
+            now=now,
+            epoch=epoch,
+            out_dir=out_dir,
+            max_bad_fraction=max_bad_fraction,
+            rejects=rejects,
         )
         return clean
 

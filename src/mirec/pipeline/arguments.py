@@ -45,17 +45,29 @@ def pipeline_arguments(
     train_config: dict[str, Any],
     *,
     num_workers: int = 1,
-    max_bad_fraction: float = 0.01,
+    max_bad_fraction: float | None = None,
     feature_store: dict[str, str] | None = None,
+    columns: str = "",
 ) -> dict[str, Any]:
     """The retraining pipeline's parameters (the resolved config tree validates first).
 
+    Args:
+        source, registry_root, train_config, num_workers, feature_store: as the pipeline's.
+        max_bad_fraction: overrides the config's ``data.max_bad_fraction`` (the one place its
+            value lives) in both the validation step and the config tree; None keeps it.
+        columns: column mapping of a table source (``mirec.data.columns.parse_columns``).
+
     Raises:
-        ConfigError: the config tree has an unknown key or a bad value.
+        ConfigError: the config tree has an unknown key or a bad value, or a bad mapping.
     """
+    from mirec.data.columns import parse_columns
     from mirec.pipeline.data import store_settings
 
+    if max_bad_fraction is not None:
+        data = {**train_config.get("data", {}), "max_bad_fraction": max_bad_fraction}
+        train_config = {**train_config, "data": data}
     resolved = kfp_config_tree(train_config)
+    parse_columns(columns)  # a bad mapping fails here, not in the cluster
     store_settings(feature_store)  # unknown keys fail here, not in the cluster
     if num_workers < 1:
         raise ConfigError(f"num_workers must be >= 1, got {num_workers}")
@@ -64,6 +76,7 @@ def pipeline_arguments(
         "registry_root": str(registry_root),
         "train_config": resolved,
         "num_workers": int(num_workers),
-        "max_bad_fraction": float(max_bad_fraction),
+        "max_bad_fraction": float(resolved["data"]["max_bad_fraction"]),
         "feature_store": dict(feature_store or {}),
+        "columns": str(columns),
     }

@@ -16,7 +16,7 @@ import logging
 import re
 import shutil
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,11 +25,19 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mirec.data.events import to_utc_timestamps
+from mirec.data.events import Dataset, LoadReport, RawDataset, bad_rows_frame, to_utc_timestamps
 from mirec.data.quality import count_reasons, find_bad_rows
 from mirec.data.rules import ordered_counts
 from mirec.errors import ConfigError, DataFormatError, DataValidationError
-from mirec.schema import EVENT_TS, EVENT_TYPES, ITEM_ID, REASON, SOURCE_LINE, USER_ID
+from mirec.schema import (
+    EVENT_TS,
+    EVENT_TYPES,
+    ITEM_ID,
+    MIN_EVENT_TS,
+    REASON,
+    SOURCE_LINE,
+    USER_ID,
+)
 from mirec.tables import format_table
 
 if TYPE_CHECKING:
@@ -214,6 +222,15 @@ def write_quarantine(bad: pd.DataFrame, stage_dir: Path) -> str | None:
         allow_truncated_timestamps=True,
     )
     return str(stage_dir)
+
+
+def write_raw_events(events: pd.DataFrame, path: str | Path) -> Path:
+    """Write parsed, not yet checked events (times as the source held them) for Spark."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pandas(_writable(events), preserve_index=False)
+    pq.write_table(table, str(out), coerce_timestamps="us", allow_truncated_timestamps=True)
+    return out
 
 
 def _with_rejects(bad: pd.DataFrame, rejects: pd.DataFrame | None) -> pd.DataFrame:
@@ -421,3 +438,41 @@ def quarantine_events_spark(
         (long_history_threshold, long_users, longest),
     )
     return clean, _finish(report, stage_dir)
+
+
+def quarantine_dataset(
+    raw: RawDataset,
+    *,
+    out_dir: str | Path,
+    max_bad_fraction: float,
+    now: datetime | None = None,
+    epoch: datetime = MIN_EVENT_TS,
+) -> tuple[Dataset, QuarantineReport]:
+    """The pandas quarantine of a parsed dataset (loader rejects included) as a clean Dataset.
+
+    Returns:
+        (the Dataset of clean events and its catalogs, the report written under ``out_dir``).
+
+    Raises:
+        DataValidationError: bad share > ``max_bad_fraction`` (files written first).
+    """
+    from mirec.data.loaders import catalogs
+
+    clean, report = quarantine_events_pandas(
+        raw.events,
+        now=now or datetime.now(UTC),
+        epoch=epoch,
+        out_dir=out_dir,
+        max_bad_fraction=max_bad_fraction,
+        rejects=raw.rejects,
+    )
+    items, users = catalogs(raw, clean)
+    bad = pd.read_parquet(report.quarantine_path) if report.quarantine_path else None
+    load_report = LoadReport(
+        raw.source,
+        report.rows_in,
+        report.rows_clean,
+        dict(report.bad_by_reason),
+        bad if bad is not None else bad_rows_frame(clean),
+    )
+    return Dataset(raw.name, clean, items, users, load_report), report
