@@ -458,9 +458,11 @@ class GroupCommitWriter:
     """Group commit: concurrent ``write`` calls share one transaction (one fsync).
 
     A background thread takes every waiting call (up to ``max_batch`` events), appends them in
-    one transaction, releases the callers, then hands the committed events to ``on_commit``
-    (e.g. the Feast push of clicks). A failed commit fails every call of its group (nothing is
-    acknowledged); a failing ``on_commit`` is logged with the number of events it missed.
+    one transaction and releases the callers. A second thread hands the committed events to
+    ``on_commit`` (e.g. the Feast push of clicks), every group committed since its last call at
+    once, so a slow push never delays the next commit. A failed commit fails every call of its
+    group (nothing is acknowledged); a failing ``on_commit`` is logged with the number of events
+    it missed.
 
     Args:
         store: the event store.
@@ -479,9 +481,12 @@ class GroupCommitWriter:
         self.max_batch = max_batch
         self.on_commit = on_commit
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._committed: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="feedback-writer", daemon=True)
+        self._notifier = threading.Thread(target=self._notify, name="feedback-push", daemon=True)
         self._closed = False
         self._thread.start()
+        self._notifier.start()
 
     def write(self, events: Sequence[FeedbackEvent], timeout: float = 30.0) -> None:
         """Append ``events``; returns once they are committed.
@@ -501,33 +506,20 @@ class GroupCommitWriter:
             raise pending.error
 
     def close(self) -> None:
-        """Commit what is queued, then stop the thread."""
+        """Commit what is queued, run ``on_commit`` for it, then stop the threads."""
         if not self._closed:
             self._closed = True
             self._queue.put(_STOP)
             self._thread.join()
+            self._committed.put(_STOP)
+            self._notifier.join()
 
     def _run(self) -> None:
         stop = False
         while not stop:
-            first = self._queue.get()
-            if first is _STOP:
-                return
-            group, stop = self._gather([first])
-            self._commit(group)
-
-    def _gather(self, group: list[_Pending]) -> tuple[list[_Pending], bool]:
-        size = len(group[0].events)
-        while size < self.max_batch:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return group, False
-            if item is _STOP:
-                return group, True
-            group.append(item)
-            size += len(item.events)
-        return group, False
+            group, stop = _take(self._queue, self.max_batch, lambda p: len(p.events))
+            if group:
+                self._commit(group)
 
     def _commit(self, group: list[_Pending]) -> None:
         events = [event for pending in group for event in pending.events]
@@ -542,7 +534,40 @@ class GroupCommitWriter:
         for pending in group:
             pending.done.set()
         if self.on_commit is not None:
+            self._committed.put(events)
+
+    def _notify(self) -> None:
+        stop = False
+        while not stop:  # everything committed meanwhile goes into one call
+            groups, stop = _take(self._committed, None, len)
+            events = [event for group in groups for event in group]
+            if not events or self.on_commit is None:
+                continue
             try:
                 self.on_commit(events)
             except Exception:
                 log.exception("on_commit failed for %d committed feedback events", len(events))
+
+
+def _take(
+    source: queue.SimpleQueue[Any], limit: int | None, size: Callable[[Any], int]
+) -> tuple[list[Any], bool]:
+    """One blocking get, then whatever else is queued (up to ``limit`` in ``size`` units).
+
+    Returns:
+        (the items, whether the stop mark was met).
+    """
+    first = source.get()
+    if first is _STOP:
+        return [], True
+    items, total = [first], size(first)
+    while limit is None or total < limit:
+        try:
+            item = source.get_nowait()
+        except queue.Empty:
+            break
+        if item is _STOP:
+            return items, True
+        items.append(item)
+        total += size(item)
+    return items, False
