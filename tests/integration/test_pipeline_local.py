@@ -105,6 +105,10 @@ def test_first_model_goes_straight_to_production(env: Env, first: LocalRun) -> N
     assert "deployed: version 1 -> production" in summary
     assert "expectations passed" in summary and "index: flat over 100 items" in summary
     assert set(first.task_seconds) == set(tasks)
+    rows = int(tasks["make-training-set"].artifacts["stats"]["rows"])
+    trained = tasks["train"].artifacts["metrics"]
+    assert rows == trained["training_set_rows"] == trained["training_examples"] > 0
+    assert f"training set: {rows} rows (Feast, point-in-time) = {rows} training examples" in summary
 
 
 def test_rerun_with_the_same_inputs_is_idempotent(env: Env, first: LocalRun) -> None:

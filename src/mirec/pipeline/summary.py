@@ -94,13 +94,22 @@ def _data_section(tasks: dict[str, TaskOutput]) -> list[str]:
             f" point-in-time snapshots, vocabulary {int(fm.get('vocab_size', 0))} items"
             f" ({int(fm.get('new_items', 0))} new), online store {online.get('online_store', '?')}"
         )
-    training = tasks.get("validate-training-set")
-    if training is not None:
-        tchecks = training.artifacts.get("checks", {})
-        lines.append(
-            f"  training set: {int(tchecks.get('rows', 0))} examples,"
-            f" expectations {'passed' if tchecks.get('suite_success') else 'FAILED'}"
+    made = tasks.get("make-training-set")
+    if made is not None:
+        rows = int(made.artifacts.get("stats", {}).get("rows", 0))
+        trained = tasks.get("train")
+        examples = trained.artifacts.get("metrics", {}) if trained else {}
+        used = (
+            f" = {int(examples['training_examples'])} training examples"
+            if "training_examples" in examples
+            else " (not trained on yet)"
         )
+        checked = tasks.get("validate-training-set")
+        verdict = "not checked"
+        if checked is not None:
+            ok = checked.artifacts.get("checks", {}).get("suite_success")
+            verdict = "expectations passed" if ok else "expectations FAILED"
+        lines.append(f"  training set: {rows} rows (Feast, point-in-time){used}, {verdict}")
     return lines
 
 
