@@ -96,7 +96,7 @@ def test_stateful_steps_never_use_the_cache(spec: dict[str, Any]) -> None:
     for name in ("validate-events", "build-features", "evaluate", "deploy"):
         assert not tasks[name].get("cachingOptions", {}).get("enableCache"), name
     assert tasks["train"]["dependentTasks"] == sorted(
-        ["build-features", "validate-events", "validate-training-set"]
+        ["build-features", "make-training-set", "validate-events", "validate-training-set"]
     )
 
 

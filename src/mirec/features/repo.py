@@ -144,7 +144,7 @@ class StoreSettings:
         known = [f.name for f in fields(cls)]
         unknown = sorted(set(given) - set(known))
         if unknown:
-            raise ConfigError(f"feature_store has unknown fields {unknown}; use {known}")
+            raise ConfigError(f"feature_store has unknown keys {unknown}; use {known}")
         return cls(**given)  # type: ignore[arg-type]
 
     def write(self, root: Path) -> Path:
