@@ -4,7 +4,8 @@ Every registered bundle directory is imported whole into BentoML's model store a
 named ``mirec_bundle`` (``store``); ``<root>/registry.json`` records the numbered versions, the
 stages and the gate decisions (``state``: every change one atomic write under a file lock, so a
 crash midway leaves the previous, complete file and the production model is never lost). The
-stage rules live in ``stages``, the gate-decision log in ``gate_log``.
+stage rules live in ``stages``, the gate-decision log in ``gate_log``, the canary policy's
+decisions and events in ``canary_log``.
 
 Hand-over to serving: ``Registry(root).stage("production")`` (and ``"canary"``) give the
 versions to serve; ``Registry(root).bundle_path(version)`` is the bundle directory inside the
@@ -12,6 +13,7 @@ store, and ``ModelVersion.tag`` is the BentoML tag (``bentoml.models.BentoModel(
 ``BENTOML_HOME`` picks the store (``<root>/bentoml`` unless already set).
 """
 
+from mirec.registry.canary_log import ArmEvidence, CanaryDecision, CanaryLog
 from mirec.registry.gate_log import GateRecord, GateReport
 from mirec.registry.registry import DEFAULT_ROOT, ROOT_ENV, Registry
 from mirec.registry.stages import CANARY, PRODUCTION, STAGES, deploy_version
@@ -30,6 +32,9 @@ __all__ = [
     "REGISTRY_FORMAT",
     "ROOT_ENV",
     "STAGES",
+    "ArmEvidence",
+    "CanaryDecision",
+    "CanaryLog",
     "GateRecord",
     "GateReport",
     "ModelVersion",
