@@ -130,3 +130,28 @@ def test_reason_names_are_the_contract() -> None:
         "duplicate_event",
         "invalid_utf8_id",
     )
+
+
+def test_both_engines_interpret_every_check_of_the_one_rule_table() -> None:
+    from mirec.data.quality import PANDAS_CHECKS
+    from mirec.data.rules import RULES, Check
+    from mirec.validation.rules_spark import SPARK_CHECKS
+
+    assert set(PANDAS_CHECKS) == set(SPARK_CHECKS) == set(Check)
+    assert {rule.check for rule in RULES} == set(Check)
+    assert REASONS[1:] == tuple(rule.reason for rule in RULES)
+
+
+def test_far_future_unix_time_is_future_not_bad() -> None:
+    ev = pd.DataFrame(
+        {
+            "user_id": ["u"] * 5,
+            "item_id": ["i", "j", "k", "l", "m"],
+            # 2020 x3, year 5138, year -1199 (a seconds column: most values are below 1e11)
+            "event_ts": [T0, T0 + 1, T0 + 2, 100_000_000_000, -100_000_000_000],
+        }
+    )
+    assert _reasons(ev) == [None, None, None, "future_timestamp", "before_epoch"]
+    # a column that is mostly milliseconds reads 1e11 as 1973 and T0 as 1970: before the epoch
+    ev["event_ts"] = [T0 * 1000, T0 * 1000 + 1, T0 * 1000 + 2, 100_000_000_000, T0]
+    assert _reasons(ev) == [None, None, None, "before_epoch", "before_epoch"]
