@@ -34,6 +34,7 @@ from serving import metrics
 from serving.common import BodyLimit, http_error, load_app, model_tag
 
 MAX_BATCH_ENV = "MIREC_MAX_BATCH"  # requests per batch (1 switches batching off)
+WORKERS = int(os.environ.get("MIREC_WORKERS", "1"))  # server processes (each loads the model)
 
 
 def observe(
@@ -109,7 +110,7 @@ class EntryAPI:
             raise http_error(exc) from exc
 
 
-@bentoml.service(name="mirec_recommender", workers=1, traffic={"timeout": 10})
+@bentoml.service(name="mirec_recommender", workers=WORKERS, traffic={"timeout": 10})
 class Recommender(EntryAPI):
     """Recommendations from the registry's production model, all in one process."""
 

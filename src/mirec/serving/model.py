@@ -48,6 +48,7 @@ class ServingModel:
     extra_ids: dict[int, str] = field(default_factory=dict)
     _known: dict[str, int] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _table: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def max_len(self) -> int:
@@ -75,11 +76,17 @@ class ServingModel:
 
     def decode(self, idx: np.ndarray) -> list[str | None]:
         """Indices -> external ids (None for PAD / -1)."""
-        out = list(self.bundle.vocab.decode(idx))
+        if self._table is None:  # built once: Vocabulary.decode builds it on every call
+            self._table = np.array([None, *self.bundle.vocab.ids], dtype=object)
+        values = np.asarray(idx, dtype=np.int64)
+        ok = (values > 0) & (values < len(self._table))
+        out: list[str | None] = [None] * len(values)
+        for hit in np.flatnonzero(ok).tolist():
+            out[hit] = self._table[values[hit]]
         if self.extra_ids:
-            for row, value in enumerate(idx):
+            for row, value in enumerate(values.tolist()):
                 if out[row] is None:
-                    out[row] = self.extra_ids.get(int(value))
+                    out[row] = self.extra_ids.get(value)
         return out
 
     def known_history(self, hist: Sequence[int]) -> list[int]:
