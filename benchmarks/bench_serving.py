@@ -424,6 +424,12 @@ def bench_main(args: argparse.Namespace) -> int:
         finally:
             server.stop()
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.merge and (RESULTS / "serving.json").is_file():
+        old = json.loads((RESULTS / "serving.json").read_text())
+        result["modes"] = {**old["modes"], **result["modes"]}
+        result["ready_s"] = {**old.get("ready_s", {}), **result["ready_s"]}
+        result.setdefault("inprocess", old.get("inprocess"))
+        result["note"] = f"{old.get('note', '')} {args.note}".strip()
     (RESULTS / "serving.json").write_text(json.dumps(result, indent=2))
     (RESULTS / "serving.md").write_text(render(result))
     log.info("wrote %s", RESULTS / "serving.md")
@@ -451,6 +457,7 @@ def main() -> int:
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--workdir", default=".mirec/bench_serving")
     parser.add_argument("--note", default="", help="free text for the report (machine load)")
+    parser.add_argument("--merge", action="store_true", help="keep the other modes' results")
     parser.add_argument("--skip-inprocess", action="store_true", help="no in-process timings")
     parser.add_argument("--teardown", action="store_true", help="remove the Feast project after")
     args = parser.parse_args()

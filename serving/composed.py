@@ -9,7 +9,8 @@ the default because it was faster on the 2-core machine (docs/serving.md).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Coroutine, Sequence
 from typing import Any, cast
 
 import bentoml
@@ -36,14 +37,23 @@ class ComposedRecommender(service.EntryAPI):
         recommender.encoder = self._encode
         recommender.searcher = self._search
 
+    def _remote(self, call: Coroutine[Any, Any, Any]) -> Any:
+        """Run a dependency call on the event loop from the batch thread and wait for it."""
+        loop = self.batcher.loop
+        assert loop is not None, "remote calls run inside a batch, after a request arrived"
+        return asyncio.run_coroutine_threadsafe(call, loop).result()
+
     def _encode(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
-        vectors = self.user_tower.encode(histories=[list(h) for h in histories])
+        lists = [list(h) for h in histories]
+        vectors = self._remote(self.user_tower.to_async.encode(histories=lists))
         return np.asarray(vectors, dtype=np.float32)
 
     def _search(
         self, vecs: np.ndarray, k: int, exclude: list[list[int]]
     ) -> tuple[np.ndarray, np.ndarray]:
-        found: Any = self.item_tower.search(vectors=vecs.tolist(), k=k, exclude=exclude)
+        found: Any = self._remote(
+            self.item_tower.to_async.search(vectors=vecs.tolist(), k=k, exclude=exclude)
+        )
         ids = np.asarray(found["ids"] if isinstance(found, dict) else found.ids, dtype=np.int64)
         raw = found["scores"] if isinstance(found, dict) else found.scores
         scores = np.where(ids >= 0, np.asarray(raw, dtype=np.float32), -np.inf)

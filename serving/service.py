@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from typing import Any, cast
 
 import bentoml
@@ -30,7 +31,8 @@ from mirec.serving.schemas import (
 )
 from mirec.serving.settings import ServingSettings
 from mirec.serving.timing import StageTimes
-from serving import metrics
+from serving import canary_metrics, metrics
+from serving.canary_admin import attach_canary, mount_canary
 from serving.common import BodyLimit, http_error, load_app, model_tag
 
 MAX_BATCH_ENV = "MIREC_MAX_BATCH"  # requests per batch (1 switches batching off)
@@ -63,12 +65,13 @@ class EntryAPI:
 
     def __init__(self) -> None:
         self.app = load_app(self.bundle)
+        self.canary = attach_canary(self.app)  # production + canary from the registry
         max_batch = int(os.environ.get(MAX_BATCH_ENV, "64"))
         self.batcher: MicroBatcher[RecommendRequest, Any] = MicroBatcher(
             self._serve_batch, max_batch
         )
 
-    def _serve_batch(self, reqs: list[RecommendRequest]) -> list[Any]:
+    def _serve_batch(self, reqs: Sequence[RecommendRequest]) -> list[Any]:
         start = time.perf_counter()
         answers = self.app.recommend_batch(reqs)
         metrics.BATCH_SIZE.observe(len(reqs))
@@ -86,6 +89,7 @@ class EntryAPI:
         observe(self.app, answer, times, started - arrived)
         if isinstance(answer, RequestError):
             raise http_error(answer)
+        canary_metrics.observe_recommend(answer, time.perf_counter() - arrived)
         return answer
 
     @bentoml.api(route="/feedback", input_spec=FeedbackRequest, output_spec=FeedbackResponse)
@@ -99,6 +103,7 @@ class EntryAPI:
                 metrics.REQUESTS.labels("/feedback", version, "none", str(exc.status)).inc()
                 raise http_error(exc) from exc
         metrics.REQUESTS.labels("/feedback", version, "production", "200").inc()
+        canary_metrics.observe_feedback(self.app, ack)
         return ack
 
     @bentoml.api(route="/items")
@@ -117,3 +122,4 @@ class Recommender(EntryAPI):
 
 # the decorator returns a bentoml Service (typed as the class it wraps)
 cast(Any, Recommender).add_asgi_middleware(BodyLimit, max_bytes=ServingSettings().max_body_bytes)
+mount_canary(Recommender)

@@ -34,10 +34,11 @@ class MicroBatcher(Generic[T, R]):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mirec-batch")
         self.batches = 0
         self.items = 0
+        self.loop: asyncio.AbstractEventLoop | None = None  # where ``submit`` runs
 
     async def submit(self, item: T) -> R:
         """Queue one input and wait for its output (exceptions of ``fn`` are re-raised)."""
-        loop = asyncio.get_running_loop()
+        loop = self.loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
         self._queue.append((item, future))
         if not self._running:
