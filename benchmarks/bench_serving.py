@@ -1,6 +1,6 @@
 """Serving benchmark: a closed-loop load generator (its own process) against ``mirec serve``.
 
-Setup (cached in ``--workdir``): synthetic events over 10^5 items -> Spark feature build ->
+Setup (kept in ``--workdir`` for the next run with ``--keep``): synthetic events over 10^5 items -> Spark feature build ->
 Feast repository with the Redis online store (the shared Redis on 127.0.0.1:6379, a project of
 its own, torn down at the end) -> a ComiRec-SA model (D 64, K 4) trained for one epoch ->
 HNSW index over the 10^5 item vectors -> registry version in production.
@@ -433,10 +433,11 @@ def bench_main(args: argparse.Namespace) -> int:
     (RESULTS / "serving.json").write_text(json.dumps(result, indent=2))
     (RESULTS / "serving.md").write_text(render(result))
     log.info("wrote %s", RESULTS / "serving.md")
-    if args.teardown:
+    if not args.keep:  # the Feast project's keys leave the shared Redis; a rerun rebuilds
         from mirec.features import feast_io
 
         feast_io.teardown(deployment["repo"])
+        (work / "deployment.json").unlink()
     return 0
 
 
@@ -459,7 +460,9 @@ def main() -> int:
     parser.add_argument("--note", default="", help="free text for the report (machine load)")
     parser.add_argument("--merge", action="store_true", help="keep the other modes' results")
     parser.add_argument("--skip-inprocess", action="store_true", help="no in-process timings")
-    parser.add_argument("--teardown", action="store_true", help="remove the Feast project after")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the Feast project in Redis for the next run"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     return loadgen_main(args) if args.command == "loadgen" else bench_main(args)
