@@ -1,9 +1,9 @@
 """Serving benchmark: a closed-loop load generator (its own process) against ``mirec serve``.
 
-Setup (kept in ``--workdir`` for the next run with ``--keep``): synthetic events over 10^5 items -> Spark feature build ->
-Feast repository with the Redis online store (the shared Redis on 127.0.0.1:6379, a project of
-its own, torn down at the end) -> a ComiRec-SA model (D 64, K 4) trained for one epoch ->
-HNSW index over the 10^5 item vectors -> registry version in production.
+Setup (in ``--workdir``): synthetic events over 10^5 items -> Spark feature build -> Feast
+repository with the Redis online store (the shared Redis on 127.0.0.1:6379, a project of its
+own, torn down at the end unless ``--keep``) -> a ComiRec-SA model (D 64, K 4) trained for one
+epoch -> HNSW index over the 10^5 item vectors -> registry version in production.
 
 Each configuration starts ``mirec serve`` (in-process composition, with and without request
 batching, and the composed services over ``bentoml.depends``), then for each concurrency level
