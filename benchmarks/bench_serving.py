@@ -78,7 +78,7 @@ def build_deployment(work: Path, items: int, users: int, redis_url: str) -> dict
     from mirec.registry import PRODUCTION, Registry
     from mirec.training import train
 
-    os.environ["BENTOML_HOME"] = str(work / "bentoml")
+    os.environ["BENTOML_HOME"] = str(work / "registry" / "bentoml")  # the registry default
     dataset = generate(num_users=users, num_items=items, num_clusters=200, mean_len=20, seed=11)
     root = work / "features"
     build_dataset(dataset, root, now=datetime.now(UTC) - timedelta(minutes=1))
@@ -398,7 +398,7 @@ def bench_main(args: argparse.Namespace) -> int:
     work = Path(args.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     deployment = build_deployment(work, args.items, args.num_users, args.redis)
-    os.environ["BENTOML_HOME"] = str(work / "bentoml")
+    os.environ["BENTOML_HOME"] = str(work / "registry" / "bentoml")  # the registry default
     users_file = work / "users.json"
     users_file.write_text(json.dumps(deployment["users"]))
     result: dict[str, Any] = {
