@@ -21,6 +21,7 @@ from mirec.errors import MirecError, RegistryError
 from mirec.registry import CANARY, PRODUCTION, Registry
 from mirec.registry.canary_log import CanaryDecision, CanaryLog
 from mirec.serving.app import ServingApp
+from mirec.serving.canary.offline import arm_counts, resumed_test
 from mirec.serving.canary.policy import ArmHealth, PolicyConfig, decide
 from mirec.serving.canary.router import CanaryRouter, MeasuredArm
 from mirec.serving.canary.sequential import SequentialTest
@@ -63,6 +64,7 @@ class CanaryController:
         self.log = CanaryLog(registry.root)
         self.tracker = CtrTracker(events) if events is not None else None
         self.last_decision: CanaryDecision | None = None
+        self.listeners: list[Callable[[CanaryDecision], object]] = []  # e.g. metrics
         self._tests: dict[tuple[str, str], SequentialTest] = {}
         self._lock = threading.RLock()  # one admin action / sync / evaluation at a time
         self._stop = threading.Event()
@@ -185,21 +187,13 @@ class CanaryController:
         arms = self.router.arms
         if arms.canary is None or self.tracker is None:
             return None
-        self.tracker.refresh()
         versions = (arms.production.model.version, arms.canary.model.version)
-        since = self.tracker.first_seen((CANARY_ARM, versions[1]))
-        prod = self.tracker.counts((PRODUCTION_ARM, versions[0]), since) if since else Counts()
-        return versions, (prod, self.tracker.counts((CANARY_ARM, versions[1])))
+        return versions, arm_counts(self.tracker, versions)
 
     def _test(self, versions: tuple[str, str]) -> SequentialTest:
-        test = self._tests.get(versions)
-        if test is None:
-            test = SequentialTest(self.config.tau2, self.config.alpha)
-            last = self.log.last_for(*versions)
-            if last is not None:  # resume the always-valid p-value after a restart
-                test.p_value, test.direction = last.p_value, last.direction
-            self._tests[versions] = test
-        return test
+        if versions not in self._tests:  # resumed from the log after a restart
+            self._tests[versions] = resumed_test(self.log, versions, self.config)
+        return self._tests[versions]
 
     def evaluate(self, trigger: str = "on_demand", apply: bool = True) -> CanaryDecision | None:
         """Run the policy on the stored counts; apply and log its decision. None: no canary."""
@@ -226,6 +220,8 @@ class CanaryController:
             if self._worth_logging(decision):
                 self.log.append(decision)
             self.last_decision = decision
+            for listener in self.listeners:
+                listener(decision)
             return decision
 
     def _worth_logging(self, decision: CanaryDecision) -> bool:

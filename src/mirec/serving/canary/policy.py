@@ -18,8 +18,11 @@ record it returns, which the controller writes to the registry's canary log.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass
 
+from mirec.errors import ConfigError
 from mirec.registry.canary_log import ArmEvidence, CanaryDecision, Decision
 from mirec.registry.versions import now
 from mirec.serving.canary.sequential import (
@@ -170,3 +173,27 @@ def decide(
         guardrails=values,
         limits=limits,
     )
+
+
+def policy_from_json(text: str | None) -> PolicyConfig:
+    """``PolicyConfig`` from a JSON object of overrides (``$MIREC_CANARY_POLICY``).
+
+    Raises:
+        ConfigError: not a JSON object, an unknown field, or a value of the wrong type.
+    """
+    if not text:
+        return PolicyConfig()
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"canary policy is not JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"canary policy must be a JSON object, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(PolicyConfig)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown canary policy fields {unknown}; known: {sorted(fields)}")
+    for name, value in raw.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ConfigError(f"canary policy field {name!r} must be a number >= 0, got {value!r}")
+    return PolicyConfig(**raw)

@@ -87,3 +87,30 @@ def decision_text(decision: CanaryDecision) -> str:
         "guardrails: " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(decision.guardrails.items())),
     ]
     return "\n".join(lines)
+
+
+def plot_series(series: dict[str, list[dict[str, float]]], path: str, title: str = "") -> str:
+    """A PNG of cumulative CTR per arm over time with its 95% band; returns the path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4), dpi=110)
+    start = min((p["t"] for points in series.values() for p in points), default=0.0)
+    for arm, points in series.items():
+        if not points:
+            continue
+        t = [p["t"] - start for p in points]
+        line = ax.plot(t, [p["ctr"] for p in points], label=f"{arm}", linewidth=2)[0]
+        ax.fill_between(t, [p["low"] for p in points], [p["high"] for p in points],
+                        color=line.get_color(), alpha=0.2)  # fmt: skip
+    ax.set_xlabel("seconds since the canary's first impression")
+    ax.set_ylabel("CTR (clicks / impressions)")
+    ax.set_title(title or "CTR per variant, cumulative, 95% Wilson band")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
