@@ -15,7 +15,7 @@ point-in-time one).
 
 from datetime import timedelta
 
-from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
 from feast.types import Array, Int64, String
 
 from mirec.schema import (
@@ -36,6 +36,7 @@ from mirec.schema import (
     USER_ATTRIBUTES,
     USER_ENTITY,
     USER_HISTORY_FV,
+    USER_HISTORY_PUSH,
     USER_ID,
     USER_PROFILE_FV,
     USER_TOWER_FS,
@@ -67,12 +68,15 @@ item = Entity(
     description="an item, keyed by the external item id",
 )
 
+# Fresh clicks are pushed into the same online rows (mirec.features.push); the batch source
+# behind the push source stays what point-in-time joins and materialization read.
+user_history_push = PushSource(name=USER_HISTORY_PUSH, batch_source=_source(USER_HISTORY_FV))
 user_history = FeatureView(
     name=USER_HISTORY_FV,
     entities=[user],
     ttl=NO_TTL,
     online=True,
-    source=_source(USER_HISTORY_FV),
+    source=user_history_push,
     schema=[
         Field(name=HIST_ITEM_IDS, dtype=Array(Int64)),
         Field(name=HIST_TS, dtype=Array(Int64)),
