@@ -14,9 +14,11 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from components.build_features import build_features
 from components.build_index import build_index
 from components.deploy import deploy
 from components.evaluate import evaluate
+from components.make_training_set import make_training_set
 from components.train import train
 from components.validate_events import validate_events
 from mirec.errors import DataValidationError
@@ -75,13 +77,45 @@ def checked(work: Path) -> FakeArtifact:
     return events
 
 
+def _features(
+    work: Path, name: str, events: FakeArtifact, config: dict[str, Any]
+) -> tuple[FakeArtifact, FakeArtifact]:
+    """The real feature build (Spark, Feast) and its point-in-time training set for ``config``."""
+    features = FakeArtifact(work / f"{name}_features")
+    build_features.python_func(
+        events=events,
+        train_config=config,
+        registry_root=str(work / f"{name}_empty_registry"),
+        feature_store={},
+        features=features,
+        feature_metrics=FakeArtifact(work / f"{name}_feature_metrics"),
+    )
+    training_set = FakeArtifact(work / f"{name}_training_set")
+    make_training_set.python_func(
+        features=features,
+        events=events,
+        train_config=config,
+        training_set=training_set,
+        stats=FakeArtifact(work / f"{name}_training_set_stats"),
+    )
+    return features, training_set
+
+
 @pytest.fixture(scope="module")
-def model(work: Path, checked: FakeArtifact) -> FakeArtifact:
+def tiny_features(work: Path, checked: FakeArtifact) -> tuple[FakeArtifact, FakeArtifact]:
+    return _features(work, "tiny", checked, TINY)
+
+
+@pytest.fixture(scope="module")
+def model(
+    work: Path, checked: FakeArtifact, tiny_features: tuple[FakeArtifact, FakeArtifact]
+) -> FakeArtifact:
     out = FakeArtifact(work / "model")
     metrics = FakeArtifact(work / "train_metrics")
     train.python_func(
         events=checked,
-        features=FakeArtifact(work / "no_features"),
+        features=tiny_features[0],
+        training_set=tiny_features[1],
         train_config=TINY,
         num_workers=1,
         model=out,
@@ -222,11 +256,14 @@ def test_index_then_deploy_production_canary_and_idempotence(
     assert pd.notna(lineage["index"]["recall_at_k"])
 
 
-def test_train_component_runs_ddp_when_asked(work: Path, checked: FakeArtifact) -> None:
+def test_train_component_runs_ddp_when_asked(
+    work: Path, checked: FakeArtifact, tiny_features: tuple[FakeArtifact, FakeArtifact]
+) -> None:
     out, metrics = FakeArtifact(work / "ddp_model"), FakeArtifact(work / "ddp_metrics")
     train.python_func(
         events=checked,
-        features=FakeArtifact(work / "no_features"),
+        features=tiny_features[0],
+        training_set=tiny_features[1],
         train_config=TINY,
         num_workers=2.0,  # kfp.local hands ints back as floats
         model=out,
@@ -254,10 +291,13 @@ def test_gate_scores_a_production_model_of_another_max_len(
     )
     deploy_version(registry, production.version)
     wide = FakeArtifact(work / "wide_model")
+    wide_config = {**TINY, "data": {"max_len": 50}}
+    wide_features, wide_training_set = _features(work, "wide", checked, wide_config)
     train.python_func(
         events=checked,
-        features=FakeArtifact(work / "no_features"),
-        train_config={**TINY, "data": {"max_len": 50}},
+        features=wide_features,
+        training_set=wide_training_set,
+        train_config=wide_config,
         num_workers=1,
         model=wide,
         training_log=FakeArtifact(work / "wide_log"),
