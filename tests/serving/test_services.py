@@ -20,6 +20,13 @@ def services(deployment: Deployment) -> Iterator[dict[str, Any]]:
     mp = pytest.MonkeyPatch()
     mp.setenv("MIREC_REGISTRY", str(deployment.registry_root))
     mp.delenv("MIREC_MODEL_TAG", raising=False)
+    # BentoML resolves its model store once per process (the first BENTOML_HOME it saw, maybe
+    # an earlier test's); the services read the registry's store, as a served process does
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    from mirec.registry import Registry
+
+    BentoMLContainer.model_store.set(Registry(deployment.registry_root).store)
     from serving.composed import ComposedRecommender
     from serving.item_tower import ItemTower
     from serving.service import Recommender
@@ -31,6 +38,7 @@ def services(deployment: Deployment) -> Iterator[dict[str, Any]]:
         "user": UserTower(),
         "item": ItemTower(),
     }
+    BentoMLContainer.model_store.reset()
     mp.undo()
 
 
