@@ -47,9 +47,7 @@ def retraining(
             empty = SQLite files inside the features artifact.
         columns: column mapping of a table source, ``"event_ts=timestamp,user_id=uid"``.
     """
-    checked = validate_events(
-        source=source, max_bad_fraction=max_bad_fraction, columns=columns
-    )
+    checked = validate_events(source=source, max_bad_fraction=max_bad_fraction, columns=columns)
     checked.set_caching_options(False)
     events = checked.outputs["events"]
 

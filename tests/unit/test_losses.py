@@ -10,7 +10,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mirec.objectives import full_softmax as full_softmax_module
 from mirec.config import LossConfig, ModelConfig
 from mirec.data.batches import SeqBatch, pad_left
 from mirec.errors import ConfigError
@@ -24,6 +23,7 @@ from mirec.objectives import (
     resolve_matmul_dtype,
     sampled_softmax_loss,
 )
+from mirec.objectives import full_softmax as full_softmax_module
 
 torch.set_num_threads(1)
 

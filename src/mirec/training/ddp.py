@@ -6,8 +6,8 @@ when that device is a CUDA device, gloo otherwise.
 
 ``launch`` pickles the prepared inputs into the run directory and starts
 ``torchrun --standalone --nproc_per_node=N -m mirec.training.ddp RUN_DIR``; every rank loads the
-same inputs, joins the process group and runs ``mirec.training.train_worker``. Rank 0 writes the bundle
-and ``result.json``, which ``launch`` reads back.
+same inputs, joins the process group and runs ``mirec.training.train_worker``. Rank 0 writes
+the bundle and ``result.json``, which ``launch`` reads back.
 """
 
 from __future__ import annotations
@@ -32,9 +32,7 @@ log = logging.getLogger(__name__)
 INPUTS = "ddp_inputs.pkl"
 
 
-def launch(
-    cfg: TrainConfig, prep: Prepared, out: Path, *, resume: bool, nproc: int
-) -> TrainResult:
+def launch(cfg: TrainConfig, prep: Prepared, out: Path, *, resume: bool, nproc: int) -> TrainResult:
     """Run ``train_worker`` on the prepared inputs in ``nproc`` processes; rank 0's result.
 
     A floor (``model.name`` popularity / itemknn) has nothing to distribute: one process fits it.
