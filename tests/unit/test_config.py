@@ -108,9 +108,9 @@ def test_cut_offs_must_be_distinct_and_positive(ks: str) -> None:
             "model.name",
             "'sasrec', 'comirec_sa', 'comirec_dr', 'mind'.*'itemknn'",
         ),
-        ("loss.kind=softmax", "loss.kind", "'full_softmax', 'sampled_softmax' or 'sampled_softmax_ihn'"),
+        ("loss.kind=softmax", "loss.kind", "'full_softmax', 'sampled_softmax'"),
         ("loss.sampler=random", "loss.sampler", "'uniform', 'popularity'"),
-        ("loss.readout=mean", "loss.readout", "'max', 'target_aware' or 'logsumexp'"),
+        ("loss.readout=mean", "loss.readout", "'max', 'target_aware'"),
     ],
 )
 def test_model_and_loss_names_are_checked_at_load(override: str, key: str, allowed: str) -> None:
