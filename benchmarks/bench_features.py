@@ -42,6 +42,7 @@ DISTRIBUTION = (
     "items max(1000, E/100), Zipf(1.05) popularity"
 )
 TARGETS_S = {10**7: 120.0, 10**8: 900.0}
+TRAINING_SET_TARGETS_S = {2 * 10**5: 30.0, 10**7: 600.0}
 WARMUP_CALLS = 200  # lookups before the timed ones
 NOTES = """Notes
 - build s: wall time of the build process (Python start, Spark JVM start, every stage);
@@ -117,6 +118,81 @@ def child_build(args: argparse.Namespace) -> None:
     print(json.dumps(manifest))
 
 
+def child_training_set(args: argparse.Namespace) -> None:
+    """Run inside the child process: the pipeline's make-training-set step over one build.
+
+    Renders and applies the Feast repository of the build (as the publish step does), then
+    ``build_training_set`` (protocol B, default config): the point-in-time join over the
+    ``user_tower_v1`` views, written as parquet and registered as a saved dataset.
+    """
+    from mirec.config import DataConfig
+    from mirec.features import feast_io
+    from mirec.features.repo import StoreSettings, render_repo
+    from mirec.features.spark_session import get_spark
+    from mirec.features.training_set import build_training_set
+
+    start = time.perf_counter()
+    root = Path(args.workdir)
+    render_repo(root, StoreSettings(project=f"bench_{uuid.uuid4().hex[:8]}"))
+    feast_io.apply(root)
+    apply_s = time.perf_counter() - start
+    spark = get_spark(args.master, driver_memory=args.driver_memory)
+    spark_s = time.perf_counter() - start - apply_s
+    result = build_training_set(
+        root, args.child_training_set, root / "training_set", DataConfig(), spark=spark
+    )
+    print(
+        json.dumps(
+            {
+                "rows": result.rows,
+                "users": result.users,
+                "empty_histories": result.empty_histories,
+                "mean_hist_len": round(result.mean_hist_len, 2),
+                "feast_apply_s": round(apply_s, 2),
+                "spark_start_s": round(spark_s, 2),
+                "join_write_s": result.seconds,
+                "wall_s": round(time.perf_counter() - start, 2),
+            }
+        )
+    )
+
+
+def run_child(cmd: list[str], what: str) -> dict[str, Any]:
+    """Run a child process; its last stdout line (JSON) + wall time, load and peak RSS."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with PeakRss(proc.pid) as rss:
+        out, err = proc.communicate()
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed:\n{err[-4000:]}")
+    manifest = json.loads(out.strip().splitlines()[-1])
+    manifest["process_wall_s"] = round(wall, 2)
+    manifest["load_avg_1m"] = round(os.getloadavg()[0], 1)
+    manifest["peak_rss_mb"] = round(rss.peak / 2**20)
+    return manifest
+
+
+def run_training_set(events: Path, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The training-set step over the build in ``workdir``, in its own process (own JVM)."""
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child-training-set",
+        str(events),
+        "--workdir",
+        str(workdir),
+        "--master",
+        args.master,
+        "--driver-memory",
+        args.driver_memory,
+    ]
+    step = run_child(cmd, f"training set of {events}")
+    # `feast apply` belongs to the pipeline's publish step; the training-set step starts after it
+    step["step_s"] = round(step["process_wall_s"] - step["feast_apply_s"], 2)
+    return step
+
+
 def run_build(events: Path, workdir: Path, args: argparse.Namespace, validate: bool) -> dict:
     """Build in a subprocess; return its manifest + wall time and peak RSS of the tree."""
     cmd = [
@@ -133,18 +209,7 @@ def run_build(events: Path, workdir: Path, args: argparse.Namespace, validate: b
     ]
     if validate:
         cmd.append("--validate")
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    with PeakRss(proc.pid) as rss:
-        out, err = proc.communicate()
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"build of {events} failed:\n{err[-4000:]}")
-    manifest = json.loads(out.strip().splitlines()[-1])
-    manifest["process_wall_s"] = round(wall, 2)
-    manifest["load_avg_1m"] = round(os.getloadavg()[0], 1)
-    manifest["peak_rss_mb"] = round(rss.peak / 2**20)
-    return manifest
+    return run_child(cmd, f"build of {events}")
 
 
 def events_for(size: int, root: Path, seed: int) -> tuple[Path, float]:
@@ -352,7 +417,60 @@ def markdown(results: dict[str, Any]) -> str:
                 ],
             ),
         ]
+    lines += training_set_table(results.get("training_sets", {}))
     return "\n".join([*lines, "", NOTES]) + "\n"
+
+
+def training_set_table(sets: dict[str, Any]) -> list[str]:
+    """The training-set step's rows (empty when it was not run)."""
+    if not sets:
+        return []
+    rows = []
+    for key in sorted(sets, key=int):
+        t = sets[key]
+        target = t.get("target_s")
+        wall = t["step_s"]
+        rows.append(
+            [
+                f"{t['events']:.0e}",
+                f"{t['rows']:,}",
+                f"{t['users']:,}",
+                f"{t['feast_apply_s']:.1f}",
+                f"{t['spark_start_s']:.1f}",
+                f"{t['join_write_s']:.1f}",
+                f"{wall:.1f}",
+                f"{t['process_wall_s']:.1f}",
+                f"{t['peak_rss_mb']:,}",
+                "-"
+                if target is None
+                else f"< {target:.0f} ({'met' if wall < target else 'missed'})",
+                t.get("load_avg_1m", "-"),
+            ]
+        )
+    heads = [
+        "events",
+        "training rows (B)",
+        "users",
+        "feast apply s",
+        "Spark start s",
+        "join + write s",
+        "step s",
+        "process s",
+        "peak RSS MiB",
+        "target s",
+        "load",
+    ]
+    return [
+        "",
+        "## Training-set step (Feast point-in-time join, as the pipeline's make-training-set)",
+        "",
+        "Its own process over a finished build: render + `feast apply` (the publish step's work,",
+        "not counted in step s), Python and Spark start, the point-in-time join of the protocol's",
+        "training events with the `user_tower_v1` views, parquet write, stats and saved-dataset",
+        "registration. step s = process s - feast apply s; the target applies to step s.",
+        "",
+        format_table(heads, rows),
+    ]
 
 
 def load_results(path: Path) -> dict[str, Any]:
@@ -375,14 +493,24 @@ def main() -> None:
     parser.add_argument("--lookups", type=int, default=2000, help="single-user lookups to time")
     parser.add_argument("--skip-lookup", action="store_true")
     parser.add_argument("--skip-validation", action="store_true")
+    parser.add_argument(
+        "--training-set-sizes",
+        default="2e5,1e6,1e7",
+        help="event counts for the training-set step (Feast point-in-time join); '' skips it",
+    )
     parser.add_argument("--out", default=str(RESULTS), help="results folder")
     parser.add_argument("--child-build", help=argparse.SUPPRESS)
     parser.add_argument("--validate", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child-training-set", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_build:
         child_build(args)
         return
-    sizes = sorted(parse_size(s) for s in args.sizes.split(","))
+    if args.child_training_set:
+        child_training_set(args)
+        return
+    sizes = sorted(parse_size(s) for s in args.sizes.split(",") if s)
+    set_sizes = sorted(parse_size(s) for s in args.training_set_sizes.split(",") if s)
     scratch = Path(args.workdir or tempfile.mkdtemp(prefix="mirec-bench-features-"))
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -395,6 +523,7 @@ def main() -> None:
     results["distribution"] = DISTRIBUTION
     try:
         run_all(sizes, scratch, args, results)
+        run_training_sets(set_sizes, scratch, args, results)
     finally:
         if not args.workdir:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -420,12 +549,14 @@ def run_all(
         )
         if size != sizes[0]:
             shutil.rmtree(workdir, ignore_errors=True)
-    if not args.skip_lookup:
+    if sizes and not args.skip_lookup:
         lookup = bench_lookups(scratch / f"build_{sizes[0]}", args.redis, args.lookups)
         results["lookup"] = dict(
             lookup, build_events=sizes[0], load_avg_1m=round(os.getloadavg()[0], 1)
         )
         print(f"lookups: {json.dumps(lookup)}", flush=True)
+    if not sizes:
+        return
     check = 10**6 if 10**6 in sizes else None
     if check and not args.skip_validation and have_validation():
         events, _ = events_for(check, scratch, args.seed)
@@ -442,6 +573,25 @@ def run_all(
             "overhead_pct": round(100 * (with_s - without) / without, 1),
         }
         print(f"validation: {results['validation']}", flush=True)
+
+
+def run_training_sets(
+    sizes: list[int], scratch: Path, args: argparse.Namespace, results: dict[str, Any]
+) -> None:
+    """Per size: a feature build (timed, recorded), then the training-set step over it."""
+    table = results.setdefault("training_sets", {})
+    for size in sizes:
+        events, gen_s = events_for(size, scratch, args.seed)
+        workdir = scratch / f"training_set_build_{size}"
+        print(
+            f"{size:.0e} events: generated in {gen_s:.1f} s; build + training set ...", flush=True
+        )
+        manifest = run_build(events, workdir, args, validate=False)
+        results["builds"][str(size)] = build_row(size, manifest)
+        step = run_training_set(events, workdir, args)
+        table[str(size)] = dict(step, events=size, target_s=TRAINING_SET_TARGETS_S.get(size))
+        print(f"  training set: {json.dumps(step)}", flush=True)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -279,7 +279,7 @@ def shuffle_partitions_for(input_bytes: int, parallelism: int) -> int:
     return -(-wanted // cores) * cores
 
 
-def _input_bytes(path: str | Path) -> int | None:
+def input_bytes(path: str | Path) -> int | None:
     """Size of a local parquet file or folder (hidden ``_*`` / ``.*`` files aside), else None."""
     root = Path(path)
     if root.is_file():
@@ -297,14 +297,14 @@ def _shuffle_partitions(spark: SparkSession, cfg: FeatureBuildConfig, events: st
     configured = cfg.spark_conf.get(SHUFFLE_PARTITIONS_KEY)
     if configured is not None:
         return int(configured)
-    size = _input_bytes(events)
+    size = input_bytes(events)
     if size is None:
         return int(spark.conf.get(SHUFFLE_PARTITIONS_KEY) or DEFAULT_SHUFFLE_PARTITIONS)
     return shuffle_partitions_for(size, spark.sparkContext.defaultParallelism)
 
 
 @contextmanager
-def _session_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
+def session_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
     """Set a runtime SQL setting of ``spark`` for a block; the earlier value comes back after."""
     before = spark.conf.get(key, None)
     spark.conf.set(key, value)
@@ -406,7 +406,7 @@ def build_features(
     timer = _Timer()
     counts: dict[str, Any] = {}
     partitions = _shuffle_partitions(spark, cfg, events_path)
-    with _session_conf(spark, SHUFFLE_PARTITIONS_KEY, str(partitions)):
+    with session_conf(spark, SHUFFLE_PARTITIONS_KEY, str(partitions)):
         with timer.stage("read_validate"):
             events = spark.read.parquet(str(events_path))
             if validate is not None:

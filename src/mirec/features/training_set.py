@@ -248,6 +248,16 @@ def _stats(spark: SparkSession, path: Path) -> tuple[int, int, int, float, tuple
     return int(row["rows"]), int(row["users"]), int(row["empty"]), float(row["mean"] or 0.0), span
 
 
+def partitions_for_events(spark: SparkSession, events_path: str | Path) -> int:
+    """The feature build's choice of shuffle partitions for this event log."""
+    from mirec.features.build import DEFAULT_SHUFFLE_PARTITIONS, input_bytes, shuffle_partitions_for
+
+    size = input_bytes(events_path)
+    if size is None:
+        return DEFAULT_SHUFFLE_PARTITIONS
+    return shuffle_partitions_for(size, spark.sparkContext.defaultParallelism)
+
+
 def build_training_set(
     repo: str | Path,
     events_path: str | Path,
@@ -255,6 +265,7 @@ def build_training_set(
     cfg: DataConfig,
     *,
     spark: SparkSession | None = None,
+    shuffle_partitions: int | None = None,
 ) -> TrainingSetResult:
     """Write the protocol's training examples with their point-in-time user features.
 
@@ -265,12 +276,15 @@ def build_training_set(
         out: the parquet folder to write (replaced).
         cfg: the protocol (``protocol``, split seed and fractions).
         spark: a session (default: ``get_spark``).
+        shuffle_partitions: partitions of the per-user shuffle (default: from the events'
+            size, as the feature build picks them; Spark's fixed 200 costs a task and a file
+            each at every size).
 
     Returns:
         Counts and the saved dataset's name.
     """
     from mirec.features import feast_io
-    from mirec.features.build import vocab_frame
+    from mirec.features.build import SHUFFLE_PARTITIONS_KEY, session_conf, vocab_frame
 
     started = time.perf_counter()
     root, target = Path(repo).resolve(), Path(out)
@@ -280,11 +294,14 @@ def build_training_set(
         spark = get_spark()
     store = feast_io.open_store(root)
     vocab = vocab_frame(spark, Vocabulary.load(Layout(root).vocab))
-    events = spark.read.parquet(str(events_path))
-    per_user = seq.user_sequences(seq.encode_items(seq.behaviour_events(events), vocab))
-    entities = training_events(per_user, cfg.protocol, cfg)
-    frame, refs = join_user_features(spark, store, root, entities)
-    frame.write.mode("overwrite").option("parquet.enable.dictionary", "false").parquet(str(target))
+    partitions = shuffle_partitions or partitions_for_events(spark, events_path)
+    with session_conf(spark, SHUFFLE_PARTITIONS_KEY, str(partitions)):
+        events = spark.read.parquet(str(events_path))
+        per_user = seq.user_sequences(seq.encode_items(seq.behaviour_events(events), vocab))
+        entities = training_events(per_user, cfg.protocol, cfg)
+        frame, refs = join_user_features(spark, store, root, entities)
+        writer = frame.write.mode("overwrite").option("parquet.enable.dictionary", "false")
+        writer.parquet(str(target))
     rows, users, empty, mean, span = _stats(spark, target)
     name = f"{SAVED_DATASET_PREFIX}_{cfg.protocol.lower()}"
     _register(store, name, refs, target.resolve(), span)
