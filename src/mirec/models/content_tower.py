@@ -2,11 +2,14 @@
 
 An item's content is a row of hashed tokens (``mirec.data.attributes.content_matrix``): the
 first ``max_attrs`` columns are attribute tokens, the rest hashed words and character trigrams
-of its text. Each part is mean-pooled from its own table and the two bags are mixed by a small
-MLP with a residual. The id embedding is an add-on for items seen in training (``has_id``); a
-cold item simply lacks it, and id-dropout in training makes the content path carry the item
-alone. The user towers read history items through this tower, so the user encoder's output
-retrieves the item encoder's output (the dual-tower layout).
+of its text. The attribute bag is summed (as the id+attribute tower's ``attribute_pool: sum``:
+a mean would let four genres drown the release year, and on ml-100k it halved the warm recall
+in the same budget), the text bag is averaged, and a small MLP over both adds a residual whose
+last layer starts at zero (the tower starts as the plain sum of the bags; a shared output bias
+would otherwise dwarf the 0.02-scale embeddings). The id embedding is an add-on for items seen
+in training (``has_id``); a cold item simply lacks it, and id-dropout in training makes the
+content path carry the item alone. The user towers read history items through this tower, so
+the user encoder's output retrieves the item encoder's output (the dual-tower layout).
 """
 
 from __future__ import annotations
@@ -25,6 +28,11 @@ def mean_bag(table: nn.Embedding, tokens: torch.Tensor) -> torch.Tensor:
     present = (tokens != 0).unsqueeze(-1)  # [..., L, 1]
     summed = table(tokens).sum(-2)  # [..., D]
     return summed / present.sum(-2).clamp(min=1)
+
+
+def sum_bag(table: nn.Embedding, tokens: torch.Tensor) -> torch.Tensor:
+    """Sum of the non-zero tokens' embeddings (row 0 is zero): [..., L] -> [..., D]."""
+    return table(tokens).sum(-2)
 
 
 class ContentItemTower(ItemTower):
@@ -47,7 +55,11 @@ class ContentItemTower(ItemTower):
         self.item_attributes = _check_content(content, num_items, cfg)
         self.attr_table = _bag_table(cfg.attr_buckets, dim)
         self.text_table = _bag_table(cfg.text_buckets, dim)
-        self.mix = nn.Sequential(nn.Linear(2 * dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+        last = nn.Linear(2 * dim, dim)
+        # the mix starts at 0, so the tower starts as the plain sum of the two bags
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.mix = nn.Sequential(nn.Linear(2 * dim, 2 * dim), nn.GELU(), last)
         # True for items the id add-on applies to (seen in training); set by the trainer
         self.has_id: torch.Tensor
         self.register_buffer("has_id", torch.zeros(num_items + 1, dtype=torch.bool))
@@ -58,7 +70,7 @@ class ContentItemTower(ItemTower):
         A row without any token embeds as 0 (an item with no content cannot be told apart).
         """
         a = self.cfg.max_attrs
-        attrs = mean_bag(self.attr_table, tokens[..., :a])  # [..., D]
+        attrs = sum_bag(self.attr_table, tokens[..., :a])  # [..., D]
         text = mean_bag(self.text_table, tokens[..., a:])  # [..., D]
         bags = torch.cat([attrs, text], dim=-1)  # [..., 2D]
         vecs = attrs + text + self.mix(bags)  # [..., D]

@@ -1,11 +1,17 @@
 """MAIL's zero-shot objective and its co-training beside the ranking tower (seed 001).
 
-On warm users: L = L_align + L_behaviour + L_profile, with L_align = MSE(z_s, z_b),
+On warm users: L = L_align + L_behaviour + L_profile + L_rank, with L_align = MSE(z_s, z_b),
 L_behaviour = MSE(D_b(z_s), x_b) + MSE(D_b(z_b), x_b) (cross and self reconstruction of the
-interest vectors) and L_profile = BCE(D_s(z_s), m) + BCE(D_s(z_b), m) over the multi-hot
-profile m (unit weights, as MAIL's code). ``ZeroShotTrainer`` runs it on every training batch
-of the ranking tower with its own Adam, on a detached copy of the tower's output: the zero-shot
-tower follows the ranking tower's space and never back-propagates into it (MAIL's two train ops).
+interest vectors), L_profile = BCE(D_s(z_s), m) + BCE(D_s(z_b), m) over the multi-hot
+profile m (unit weights, as MAIL's code) and L_rank = the full-softmax cross-entropy of the
+batch's next items under the virtual vectors D_b(z_s), scored by max over interests against the
+(detached) item vectors, as a cold user is served. MAIL's code has no L_rank: there the ranking
+tower reads the virtual behaviour through its own trained layers, while here the virtual vectors
+*are* what is scored, and reconstruction alone regresses them to the blurred mean of a profile
+group's interest vectors (measured: below popularity at 0 events, docs/methods.md).
+``ZeroShotTrainer`` runs it on every training batch of the ranking tower with its own Adam, on
+a detached copy of the tower's output and item vectors: the zero-shot tower follows the ranking
+tower's space and never back-propagates into it (MAIL's two train ops).
 """
 
 from __future__ import annotations
@@ -15,10 +21,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from mirec.config import ZeroShotConfig
-from mirec.data.batches import SeqBatch
+from mirec.data.batches import SeqBatch, pad_left
 from mirec.errors import ConfigError
 from mirec.models.mail import ZeroShotTower
+from mirec.models.two_tower import TwoTower, max_interest_scores
 from mirec.objectives.base import LossOutput
+from mirec.schema import PAD_ITEM_ID
 
 
 def zero_shot_terms(
@@ -61,23 +69,47 @@ def multi_hot(tokens: torch.Tensor, width: int) -> torch.Tensor:
     return out
 
 
+def virtual_rank_loss(
+    virtual: torch.Tensor, item_vecs: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
+    """Full-softmax CE of ``targets`` [B] under virtual interests [B, K, D] (max over K).
+
+    ``item_vecs`` [N+1, D] is detached (the item tower gets no gradient); PAD is never a
+    candidate, and rows whose target is PAD are left out.
+    """
+    scores = max_interest_scores(virtual, item_vecs.detach())  # [B, N+1]
+    scores[:, PAD_ITEM_ID] = float("-inf")
+    return F.cross_entropy(scores, targets, ignore_index=PAD_ITEM_ID)
+
+
 def zero_shot_loss(
-    tower: ZeroShotTower, profiles: torch.Tensor, user_vecs: torch.Tensor
+    tower: ZeroShotTower,
+    profiles: torch.Tensor,
+    user_vecs: torch.Tensor,
+    item_vecs: torch.Tensor | None = None,
+    targets: torch.Tensor | None = None,
 ) -> LossOutput:
     """MAIL's loss for warm users with hashed ``profiles`` [B, P] and interests [B, K, D].
 
-    ``user_vecs`` is detached here: the ranking tower gets no gradient from this loss.
+    ``user_vecs`` (and ``item_vecs``) are detached here: the ranking tower gets no gradient
+    from this loss. With ``item_vecs`` [N+1, D] and the rows' next items ``targets`` [B]
+    (no PAD), L_rank (``virtual_rank_loss`` of D_b(z_s)) is added as the part ``rank``.
     """
     target = user_vecs.detach()
     z_s, z_b = tower.encode_profile(profiles), tower.encode_behaviour(target)
-    return zero_shot_terms(
+    virtual = tower.decode_behaviour(z_s)
+    out = zero_shot_terms(
         z_s,
         z_b,
         target,
-        (tower.decode_behaviour(z_s), tower.decode_behaviour(z_b)),
+        (virtual, tower.decode_behaviour(z_b)),
         (tower.decode_profile(z_s), tower.decode_profile(z_b)),
         multi_hot(profiles, tower.cfg.profile_buckets + 1),
     )
+    if item_vecs is None or targets is None:
+        return out
+    rank = virtual_rank_loss(virtual, item_vecs, targets)
+    return LossOutput(total=out.total + rank, parts=out.parts | {"rank": rank.detach()})
 
 
 class ZeroShotTrainer:
@@ -85,7 +117,9 @@ class ZeroShotTrainer:
 
     Registered as a forward hook of the user tower: in training mode it takes the tower's
     output [B, K, D] for the batch's rows (``batch.user_idx`` = rows of the training users),
-    detaches it and takes one Adam step of the zero-shot loss on the zero-shot tower only.
+    detaches it and takes one Adam step of the zero-shot loss on the zero-shot tower only. The
+    rows with a next item also score it under their virtual vectors (L_rank) against the
+    tower's detached item vectors (``item_tower`` of the user tower).
 
     Args:
         tower: the zero-shot tower.
@@ -109,9 +143,117 @@ class ZeroShotTrainer:
         if not bool(rows.any()):
             return
         profiles = self.profiles[batch.user_idx[rows].cpu()].to(output.device)
-        out = zero_shot_loss(self.tower, profiles, output[rows])
+        targets = batch.target_item_ids[rows]
+        items = getattr(module, "item_tower", None)
+        if items is None or not bool((targets != PAD_ITEM_ID).any()):
+            out = zero_shot_loss(self.tower, profiles, output[rows])
+        else:
+            with torch.no_grad():
+                item_vecs = items.all_items()
+            out = zero_shot_loss(self.tower, profiles, output[rows], item_vecs, targets)
         self.opt.zero_grad(set_to_none=True)
         out.total.backward()
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         self.last = out
+
+
+def user_rank_loss(
+    virtual: torch.Tensor, item_vecs: torch.Tensor, items: torch.Tensor
+) -> torch.Tensor:
+    """Mean CE of every item a user has under their virtual interests (max over K).
+
+    Args:
+        virtual: Tensor [B, K, D]; item_vecs: Tensor [N+1, D] (detached here).
+        items: float [B, N+1] multi-hot of each user's items (column PAD = 0).
+    """
+    scores = max_interest_scores(virtual, item_vecs.detach())  # [B, N+1]
+    scores[:, PAD_ITEM_ID] = float("-inf")
+    logp = F.log_softmax(scores, dim=1).masked_fill(items == 0, 0.0)
+    return -(logp.sum(1) / items.sum(1).clamp(min=1)).mean()
+
+
+@torch.no_grad()
+def _user_rows(
+    model: TwoTower, sequences: list[torch.Tensor], max_len: int, batch_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frozen ranking tower's interest vectors of every user's whole sequence [U, K, D],
+    and the multi-hot of their items [U, N+1]."""
+    num_rows = int(model.item_vectors().shape[0])
+    vecs, hot = [], torch.zeros(len(sequences), num_rows)
+    for lo in range(0, len(sequences), batch_size):
+        chunk = sequences[lo : lo + batch_size]
+        hist = pad_left([s.numpy() for s in chunk], max_len)
+        batch = SeqBatch(
+            hist, (hist != PAD_ITEM_ID).sum(1), torch.zeros(len(chunk), dtype=torch.long)
+        )
+        vecs.append(model.user_vectors(batch))
+    for row, seq in enumerate(sequences):
+        hot[row, seq] = 1.0
+    hot[:, PAD_ITEM_ID] = 0.0
+    return torch.cat(vecs), hot
+
+
+def fit_zero_shot(
+    model: TwoTower,
+    tower: ZeroShotTower,
+    sequences: list[torch.Tensor],
+    profiles: torch.Tensor,
+    max_len: int,
+    epochs: int,
+    lr: float,
+    seed: int = 0,
+    batch_size: int = 256,
+) -> list[float]:
+    """More epochs of the zero-shot loss on the trained (frozen) ranking tower, one row per user.
+
+    Co-training gives the zero-shot tower one step per ranking batch, against a ranking space
+    that keeps moving; this refit aligns it with the space that is served. Each row is a
+    training user: x_b = the ranking tower's vectors of their whole sequence (no gradient:
+    MAIL's stop-gradient), L_rank over all of their items (``user_rank_loss``) in place of the
+    next item. Only the zero-shot tower changes; call it in chunks of epochs and keep the best
+    on validation.
+
+    Args:
+        model: the trained TwoTower (evaluation mode during the fit).
+        tower: its zero-shot tower.
+        sequences: the training users' sequences (LongTensor each), aligned with ``profiles``.
+        profiles: LongTensor [U, P] hashed profiles.
+        max_len: history window of the ranking tower.
+        epochs, lr, seed, batch_size: the fit's schedule (Adam).
+
+    Returns:
+        The mean loss of every epoch.
+    """
+    model.eval()
+    user_vecs, hot = _user_rows(model, sequences, max_len, batch_size)
+    with torch.no_grad():
+        item_vecs = model.item_vectors()
+    opt = torch.optim.Adam(tower.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    width = tower.cfg.profile_buckets + 1
+    losses = []
+    tower.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(sequences), generator=generator)
+        total = 0.0
+        for lo in range(0, len(order), batch_size):
+            rows = order[lo : lo + batch_size]
+            z_s, z_b = tower.encode_profile(profiles[rows]), tower.encode_behaviour(user_vecs[rows])
+            virtual = tower.decode_behaviour(z_s)
+            terms = zero_shot_terms(
+                z_s,
+                z_b,
+                user_vecs[rows],
+                (virtual, tower.decode_behaviour(z_b)),
+                (tower.decode_profile(z_s), tower.decode_profile(z_b)),
+                multi_hot(profiles[rows], width),
+            )
+            loss = terms.total + user_rank_loss(virtual, item_vecs, hot[rows])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(rows)
+        losses.append(total / max(len(sequences), 1))
+    tower.eval()
+    return losses

@@ -1,0 +1,132 @@
+"""Behaviour of the cold-start towers on planted synthetic data, and the bundle round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mirec.bundle import ModelBundle
+from mirec.config import load
+from mirec.data.attributes import content_matrix, user_profile_matrix
+from mirec.data.cold_splits import split_cold_items, split_cold_users
+from mirec.data.splits import build_sequences
+from mirec.data.synthetic import generate
+from mirec.data.vocab import Vocabulary
+from mirec.evaluate import evaluate_scorer
+from mirec.models.baselines import Popularity
+from mirec.models.cold_start import DemographicPopularity, ZeroShotScorer, zero_shot_tower
+from mirec.objectives.mail import fit_zero_shot
+from mirec.schema import ITEM_ID
+from mirec.training import Prepared, data_fingerprint, train, train_worker
+
+SMALL = [
+    "model.dim=32",
+    "model.num_interests=2",
+    "optim.batch_size=128",
+    "optim.lr=0.005",
+    "optim.patience=3",
+    "eval.metric=recall@20",
+]
+
+
+@pytest.fixture(scope="module")
+def planted():  # type: ignore[no-untyped-def]
+    return generate(num_users=600, num_items=200, num_clusters=5, mean_len=14, seed=3)
+
+
+def test_cold_item_is_retrieved_by_users_of_its_attribute(planted, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cfg = load(
+        None,
+        [*SMALL, "model.name=comirec_sa", "model.item_tower=content", "pretrain.epochs=5",
+         "pretrain.batch_size=64", "optim.max_epochs=8", "data.protocol=B"],
+    )  # fmt: skip
+    vocab = Vocabulary.build(planted.items[ITEM_ID])
+    cis = split_cold_items(build_sequences(planted.events, vocab), vocab.ids, 20, 0.1, seed=1)
+    full = content_matrix(planted.items, vocab, cfg.model.content)
+    train_m = full.copy()
+    train_m[cis.cold_items] = 0
+    prep = Prepared(vocab, cis.split, train_m, data_fingerprint(planted.events))
+    result = train_worker(cfg, prep, tmp_path, progress=False)
+    model = ModelBundle.load(result.bundle_dir).model
+    model.item_tower.item_attributes = torch.from_numpy(full)
+    cold = np.flatnonzero(cis.cold_items)
+    cluster = planted.planted["item_cluster"]
+    users = planted.planted["user_clusters"]
+    with torch.no_grad():
+        item_vecs = model.item_vectors()
+    test = cis.split.test
+    from mirec.data.batches import eval_batches
+
+    hits, misses = [], []
+    with torch.no_grad():
+        for batch, rows in eval_batches(test, 256, 20):
+            scores = (model.user_vectors(batch) @ item_vecs[cold].T).amax(1)  # [B, C]
+            for r, row in zip(rows, scores, strict=True):
+                mine = set(users[test.user_ids[r]])
+                for c, s in zip(cold, row.tolist(), strict=True):
+                    (hits if cluster[c] in mine else misses).append(s)
+    auc = np.mean([h > m for h, m in zip(np.random.default_rng(0).choice(hits, 5000),
+                                            np.random.default_rng(1).choice(misses, 5000),
+                                            strict=True)])  # fmt: skip
+    assert auc > 0.75  # users of a cold item's planted cluster score it above the others
+    cold_recall = evaluate_scorer(model, cis.test_cold, cfg.eval, 20)["recall@20"]
+    pop = evaluate_scorer(Popularity(cis.split.item_counts), cis.test_cold, cfg.eval, 20)
+    assert cold_recall > pop["recall@20"] + 0.05
+
+
+def test_mail_at_zero_events_beats_popularity(planted, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cfg = load(
+        None,
+        [*SMALL, "model.name=comirec_sa", "model.zero_shot.enabled=true",
+         "model.zero_shot.hidden=64", "model.zero_shot.lr=0.002", "optim.max_epochs=6",
+         "data.protocol=A"],
+    )  # fmt: skip
+    vocab = Vocabulary.build(planted.items[ITEM_ID])
+    cus = split_cold_users(build_sequences(planted.events, vocab), vocab.size, 20, 0.15, seed=2)
+    zs = cfg.model.zero_shot
+    profiles = user_profile_matrix(planted.users, cus.split.train.user_ids, zs)
+    prep = Prepared(vocab, cus.split, None, data_fingerprint(planted.events), profiles)
+    result = train_worker(cfg, prep, tmp_path, progress=False)
+    model = ModelBundle.load(result.bundle_dir).model
+    # co-training alone leaves the zero-shot tower behind the moving ranking space (measured
+    # 0.37 recall@20, under demographic popularity's 0.41); the refit on the final tower aligns it
+    seqs = [torch.from_numpy(s) for s in cus.split.train.sequences]
+    fit_zero_shot(model, zero_shot_tower(model), seqs, torch.from_numpy(profiles), 20, 25, 2e-3)
+    data = cus.test[0]
+    test_profiles = torch.from_numpy(user_profile_matrix(planted.users, data.user_ids, zs))
+    mail = evaluate_scorer(ZeroShotScorer(model, cfg.model, test_profiles), data, cfg.eval, 20)
+    pop = evaluate_scorer(Popularity(cus.split.item_counts), data, cfg.eval, 20)
+    demo = DemographicPopularity(cus.split.train.sequences, profiles, vocab.size, test_profiles)
+    demographic = evaluate_scorer(demo, data, cfg.eval, 20)
+    assert mail["recall@20"] > pop["recall@20"] * 1.2
+    assert mail["recall@20"] > demographic["recall@20"]  # the profile floor, not just popularity
+
+
+def test_bundle_round_trips_both_cold_start_towers(tmp_path: Path) -> None:
+    dataset = generate(num_users=150, num_items=80, num_clusters=4, mean_len=10, seed=0)
+    cfg = load(
+        None,
+        [*SMALL, "model.name=mind", "model.item_tower=content", "model.zero_shot.enabled=true",
+         "pretrain.epochs=1", "optim.max_epochs=1", "data.protocol=A"],
+    )  # fmt: skip
+    result = train(cfg, dataset, tmp_path, progress=False)
+    first = ModelBundle.load(result.bundle_dir)
+    first.save(tmp_path / "again")
+    second = ModelBundle.load(tmp_path / "again")
+    attrs, texts = [["cluster=1", "brand=b4"], ["price=p2"]], ["a new item", ""]
+    for bundle in (first, second):
+        assert bundle.item_vectors_from_content(attrs, texts).shape == (2, 32)
+    np.testing.assert_allclose(
+        first.item_vectors_from_content(attrs, texts),
+        second.item_vectors_from_content(attrs, texts),
+    )
+    new_user = second.user_vectors_from_profile(["segment=s1", "age=a2"])
+    assert new_user.shape == (2, 32) and np.abs(new_user).sum() > 0
+    np.testing.assert_allclose(new_user, first.user_vectors_from_profile(["segment=s1", "age=a2"]))
+    warm = second.user_vectors_from_profile(["segment=s1"], ["1", "2", "3"])
+    assert not np.allclose(warm, second.user_vectors_from_profile(["segment=s1"]))
+    np.testing.assert_allclose(second.item_vectors(), first.item_vectors(), atol=1e-6)
+    assert int(second.model.item_tower.has_id.sum()) > 0
