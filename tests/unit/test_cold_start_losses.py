@@ -19,9 +19,18 @@ from mirec.data.attributes import (
 )
 from mirec.data.vocab import Vocabulary
 from mirec.errors import ConfigError, DataValidationError
+from mirec.models import build_model
+from mirec.models.cold_start import attach_zero_shot, zero_shot_tower
 from mirec.models.content_tower import ContentItemTower
 from mirec.models.mail import ZeroShotTower, blend_interests
-from mirec.objectives.mail import multi_hot, zero_shot_loss, zero_shot_terms
+from mirec.objectives.mail import (
+    fit_zero_shot,
+    multi_hot,
+    user_rank_loss,
+    virtual_rank_loss,
+    zero_shot_loss,
+    zero_shot_terms,
+)
 from mirec.objectives.multiview import content_view, info_nce
 from mirec.schema import ITEM_ATTRIBUTES, ITEM_ID, ITEM_TEXT, USER_ATTRIBUTES, USER_ID
 
@@ -157,3 +166,42 @@ def test_config_rules_for_cold_start() -> None:
         load(None, ["model.zero_shot.enabled=true"])
     cfg = load(None, ["model.name=mind", "model.item_tower=content", "pretrain.epochs=1"])
     assert cfg.model.content.id_dropout == 0.5 and np.isclose(cfg.pretrain.temperature, 0.05)
+
+
+def test_content_tower_starts_as_the_attribute_sum_plus_the_text_mean() -> None:
+    cfg = ContentConfig(max_attrs=2, text_tokens=2, attr_buckets=10, text_buckets=10)
+    tokens = torch.tensor([[0, 0, 0, 0], [1, 2, 3, 4], [5, 0, 6, 0]])
+    tower = ContentItemTower(2, 4, tokens, cfg).eval()
+    a, t = tower.attr_table.weight, tower.text_table.weight
+    vecs = tower.content_vectors(tokens)
+    assert torch.allclose(vecs[1], a[1] + a[2] + (t[3] + t[4]) / 2)  # summed attributes
+    assert torch.allclose(vecs[2], a[5] + t[6])
+    assert torch.equal(vecs[0], torch.zeros(4))
+
+
+def test_virtual_rank_losses_match_hand_computed_values() -> None:
+    virtual = torch.tensor([[[1.0, 0.0], [0.0, 2.0]]])  # K = 2
+    items = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    scores = torch.tensor([1.0, 2.0, 2.0])  # max over interests of items 1..3
+    logz = math.log(scores.exp().sum())
+    assert math.isclose(
+        float(virtual_rank_loss(virtual, items, torch.tensor([2]))), logz - 2.0, rel_tol=1e-6
+    )
+    hot = torch.tensor([[1.0, 1.0, 0.0, 1.0]])  # the PAD column is ignored
+    want = logz - (1.0 + 2.0) / 2
+    assert math.isclose(float(user_rank_loss(virtual, items, hot)), want, rel_tol=1e-6)
+
+
+def test_zero_shot_refit_changes_only_the_zero_shot_tower() -> None:
+    cfg = load(None, ["model.name=comirec_sa", "model.dim=8", "model.num_interests=2",
+                      "model.zero_shot.enabled=true", "model.zero_shot.hidden=16"])  # fmt: skip
+    model = attach_zero_shot(cfg.model, build_model(cfg.model, 12, None, 10))
+    tower = zero_shot_tower(model)
+    ranking = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("zero")}
+    seqs = [torch.tensor([1, 2, 3]), torch.tensor([4, 5]), torch.tensor([6, 7, 8, 9])]
+    profiles = torch.tensor([[1, 2], [3, 0], [1, 4]])
+    losses = fit_zero_shot(model, tower, seqs, profiles, 10, epochs=30, lr=1e-2)
+    assert losses[-1] < losses[0]
+    for k, v in model.state_dict().items():
+        if k in ranking:
+            assert torch.equal(v, ranking[k]), k

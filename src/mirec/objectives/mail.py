@@ -165,10 +165,12 @@ def user_rank_loss(
 
     Args:
         virtual: Tensor [B, K, D]; item_vecs: Tensor [N+1, D] (detached here).
-        items: float [B, N+1] multi-hot of each user's items (column PAD = 0).
+        items: float [B, N+1] multi-hot of each user's items (the PAD column is ignored).
     """
     scores = max_interest_scores(virtual, item_vecs.detach())  # [B, N+1]
     scores[:, PAD_ITEM_ID] = float("-inf")
+    items = items.clone()
+    items[:, PAD_ITEM_ID] = 0.0
     logp = F.log_softmax(scores, dim=1).masked_fill(items == 0, 0.0)
     return -(logp.sum(1) / items.sum(1).clamp(min=1)).mean()
 
