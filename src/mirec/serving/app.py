@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import faiss
 import torch
 
 from mirec.errors import ConfigError
@@ -102,7 +103,7 @@ class ServingApp:
             sink=sink,
             cold_start=cold_start,
             push=FeastClickPush(repo),
-            item_store=feast.reader.store,
+            item_store=feast.store,
             encoder=encoder,
             searcher=searcher,
         )
@@ -129,6 +130,7 @@ class ServingApp:
         """
         settings = settings or ServingSettings()
         torch.set_num_threads(settings.torch_threads)
+        faiss.omp_set_num_threads(settings.faiss_threads)
         histories = ResilientHistories(source, settings.cache_users, settings.lookup_retry_s)
         requests = RequestLog(settings.remembered_requests)
         recommender = Recommender(

@@ -1,6 +1,6 @@
 """User lookup: user id -> the user's item-index sequence, with a degraded mode.
 
-``FeastHistories`` reads the online store through ``mirec.features.feast_io``.
+``FeastHistories`` reads the user-tower feature service's sequences from the online store.
 ``ResilientHistories`` wraps any source: it remembers the last sequence it saw per user (an
 in-process LRU), and when the store fails it answers from that cache (or "unknown") with
 ``degraded=True`` instead of raising; it then leaves the store alone for
@@ -16,10 +16,10 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from mirec.errors import FeatureLookupError
-from mirec.schema import HIST_ITEM_IDS
+from mirec.schema import HIST_ITEM_IDS, USER_ID, USER_TOWER_FS
 
 log = logging.getLogger(__name__)
 
@@ -33,22 +33,69 @@ class HistorySource(Protocol):
 
 
 class FeastHistories:
-    """The user-tower feature service of a Feast repository (resolved once, warmed)."""
+    """The sequences of the user-tower feature service, read straight from the online store.
 
-    def __init__(self, repo: str | Path) -> None:
-        from mirec.features.feast_io import OnlineFeatures, open_store
+    The feature view that holds ``hist_item_ids`` is resolved from the service once; each
+    lookup is then one ``online_read`` of that one feature for the whole batch (one Redis
+    round trip), without ``get_online_features``' registry checks and response assembly,
+    which cost more than the read itself (docs/serving.md). The first read is done here.
+    """
 
+    def __init__(self, repo: str | Path, warm: bool = True) -> None:
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        from mirec.features.feast_io import open_store
+
+        self._key, self._value = EntityKey, Value  # feast imports late (seconds)
         self.repo = Path(repo)
-        self.reader = OnlineFeatures(open_store(self.repo))
+        self.store = open_store(self.repo)
+        service = self.store.get_feature_service(USER_TOWER_FS)
+        views = [
+            projection.name
+            for projection in service.feature_view_projections
+            if any(feature.name == HIST_ITEM_IDS for feature in projection.features)
+        ]
+        if not views:
+            raise FeatureLookupError(f"feature service {USER_TOWER_FS!r} has no {HIST_ITEM_IDS}")
+        self.view = self.store.get_feature_view(views[0])
+        self.join_key = self.view.entity_columns[0].name if self.view.entity_columns else USER_ID
+        self.provider = self.store.provider
+        if warm:
+            self.histories(["__mirec_warmup__"])
 
     def histories(self, user_ids: Sequence[str]) -> dict[str, list[int] | None]:
-        """Sequences from the online store."""
-        rows = self.reader.lookup(list(user_ids))
+        """Sequences from the online store (None for a user it does not hold)."""
+        keys = [
+            self._key(join_keys=[self.join_key], entity_values=[self._value(string_val=u)])
+            for u in map(str, user_ids)
+        ]
+        try:
+            rows = self.provider.online_read(
+                self.store.config, self.view, keys, requested_features=[HIST_ITEM_IDS]
+            )
+        except Exception as exc:  # the stores raise many types; the caller gets one
+            raise FeatureLookupError(
+                f"online read of {len(keys)} users from {self.view.name!r} failed: {exc}"
+            ) from exc
         out: dict[str, list[int] | None] = {}
-        for user, row in rows.items():
-            hist = None if row is None else row.get(HIST_ITEM_IDS)
-            out[user] = None if hist is None else [int(i) for i in hist]
+        for user, (_, values) in zip(map(str, user_ids), rows, strict=True):
+            value = None if values is None else values.get(HIST_ITEM_IDS)
+            out[user] = None if value is None else _int_list(value)
         return out
+
+
+def _int_list(value: Any) -> list[int] | None:
+    """An ``Array(Int64)`` feature value as a list (None when the value is unset)."""
+    kind = value.WhichOneof("val")
+    if kind == "int64_list_val":
+        return list(value.int64_list_val.val)
+    if kind is None or kind == "null_val":
+        return None
+    from feast.type_map import feast_value_type_to_python_type
+
+    found = feast_value_type_to_python_type(value)
+    return None if found is None else [int(i) for i in found]
 
 
 @dataclass(frozen=True)

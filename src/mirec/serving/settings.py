@@ -21,6 +21,11 @@ class ServingSettings:
         cache_users: how many users' last known sequences are kept for degraded mode.
         remembered_requests: how many served requests are kept to tie feedback to them.
         torch_threads: intra-op threads of the towers (1 is fastest for one request).
+        faiss_threads: OpenMP threads of the index search. A serving batch holds a few
+            dozen query vectors: with 2 threads on 2 busy cores the threads' start and
+            spin-wait cost more than the search (4 vectors: 0.6 ms with 1 thread, 1.4-21 ms
+            with 2, docs/serving.md), so the default is 1; a process serves more requests
+            with more workers instead.
     """
 
     max_k: int = 200
@@ -31,3 +36,4 @@ class ServingSettings:
     cache_users: int = 100_000
     remembered_requests: int = 100_000
     torch_threads: int = 1
+    faiss_threads: int = 1
