@@ -33,6 +33,7 @@ class ComposedRecommender(service.EntryAPI):
 
     def __init__(self) -> None:
         super().__init__()
+        self.batcher.inline_when_idle = False  # the batch waits on the loop for its calls
         recommender = self.app.router.route("")
         recommender.encoder = self._encode
         recommender.searcher = self._search

@@ -14,6 +14,7 @@ from mirec.index import search_interests
 from mirec.registry import BUNDLE_DIR
 from mirec.serving.items import ItemCatalog
 from mirec.serving.model import load_bundle
+from mirec.serving.recommender import pin_faiss_threads
 from mirec.serving.schemas import ItemIn, RequestError
 from serving.common import http_error, model_tag
 
@@ -48,6 +49,7 @@ class ItemTower:
         self, vectors: list[list[list[float]]], k: int, exclude: list[list[int]]
     ) -> SearchResult:
         """Top-k items by max score over each user's K vectors, excluded ids removed."""
+        pin_faiss_threads(1)  # per calling thread (BentoML runs sync APIs in a thread pool)
         queries = np.asarray(vectors, dtype=np.float32)
         ids, scores = search_interests(self.model.index, queries, k, exclude=exclude)
         finite = np.where(np.isfinite(scores), scores, 0.0)

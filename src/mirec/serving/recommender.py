@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import faiss
 import numpy as np
 
 from mirec.index import search_interests
@@ -183,6 +184,7 @@ class Recommender:
     def _search_local(
         self, vecs: np.ndarray, k: int, exclude: list[list[int]]
     ) -> tuple[np.ndarray, np.ndarray]:
+        pin_faiss_threads(self.settings.faiss_threads)
         return search_interests(self.model.index, vecs, k, exclude=exclude)
 
     def _without_history(
@@ -230,6 +232,16 @@ class Recommender:
             source=source,
             variant=self.variant,
         )
+
+
+def pin_faiss_threads(threads: int) -> None:
+    """Give the calling thread ``threads`` OpenMP threads for faiss.
+
+    OpenMP's thread count is per calling thread: a count set at start-up does not reach the
+    batch thread, which would otherwise search with one thread per core.
+    """
+    if faiss.omp_get_max_threads() != threads:
+        faiss.omp_set_num_threads(threads)
 
 
 class VariantRouter(Protocol):
