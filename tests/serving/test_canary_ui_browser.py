@@ -24,6 +24,7 @@ from tests.serving.conftest import Deployment
 from tests.serving.servers import REPO_ROOT
 from tests.serving.test_canary_router import registry  # noqa: F401 - the fixture
 from tests.serving.test_canary_server import TOKEN, serve
+from tests.serving.test_canary_server import pytestmark as SERVER_MARKS
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -31,11 +32,7 @@ SCREENSHOT = REPO_ROOT / "docs" / "canary_ui.png"
 CHART = "return document.getElementById('chart').toDataURL()"
 
 pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.serving,
-    pytest.mark.feast,
-    pytest.mark.spark,
-    pytest.mark.slow,
+    *SERVER_MARKS,
     pytest.mark.skipif(
         not (CHROMIUM.is_file() and CHROMEDRIVER.exists()),
         reason="needs Debian's chromium and chromedriver: apt-get install chromium chromium-driver",
