@@ -7,7 +7,7 @@ SHARED_DATA ?= ../shared/data
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint fmt bench-quality bench-features bench-index bench-cold-start bench-serving serve lock clean
+.PHONY: help install run test test-fast lint fmt bench-quality bench-features bench-index bench-cold-start bench-serving bench-canary serve lock clean
 
 help: ## list the commands
 	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z_-]+:.*##/ {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -58,6 +58,9 @@ bench-cold-start: $(STAMP) ## cold items (content tower) and cold users (MAIL) o
 
 bench-serving: $(STAMP) ## closed-loop load against mirec serve: 1e5-item HNSW, Redis lookups, c1/16/64
 	$(PY) benchmarks/bench_serving.py $(if $(BENCH_SECONDS),--seconds $(BENCH_SECONDS),)
+
+bench-canary: $(STAMP) ## canary: Beauty replay (promote / rollback), A/A error rate, split p50 overhead
+	$(PY) benchmarks/bench_canary.py --data-root $(SHARED_DATA)
 
 serve: $(STAMP) ## serve the registry's production model on 127.0.0.1:$(PORT) (default 3000)
 	$(VENV)/bin/mirec serve --port $(or $(PORT),3000) $(if $(REGISTRY),--registry $(REGISTRY),)
