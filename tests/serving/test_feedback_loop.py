@@ -1,8 +1,8 @@
 """The closed loop at library level: served impressions and clicks -> event store -> export ->
 the retraining pipeline's data steps -> the clicks are in the next training set.
 
-(The serve -> feedback -> retrain version over a real ``bentoml serve`` belongs with the
-service tests; this one starts from the event store the services write to.)
+(The serve -> feedback -> retrain version over a real ``bentoml serve`` is
+``test_server_closed_loop.py``; this one starts from the event store the services write to.)
 """
 
 from __future__ import annotations
