@@ -13,7 +13,9 @@ arrived, for ``--seconds``. Client side: p50 / p99 latency, requests/s, errors. 
 (``/metrics`` before and after the level): mean seconds per request in each stage (lookup =
 Feast, tower, faiss, validate, respond, queue = waiting for the batch), in the handler, and in
 BentoML's request path; the rest of the client latency is the framework, the hops and the
-client. Writes ``benchmarks/results/serving.json`` and ``serving.md``::
+client. Also per level: CPU milliseconds per request on the service's event-loop threads and
+on its other threads (psutil), and the 1-minute load average before and after (the 2 cores
+are shared). Writes ``benchmarks/results/serving.json`` and ``serving.md``::
 
     python benchmarks/bench_serving.py --seconds 60                 # the full run
     python benchmarks/bench_serving.py --seconds 10 --modes batched  # a quick look
@@ -162,6 +164,26 @@ class Server:
             time.sleep(0.5)
         raise RuntimeError(f"mirec serve not ready after {timeout} s")
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds so far: the service processes' main threads (the event loops), their
+        other threads (the batch thread, faiss and torch) and the arbiter process."""
+        import psutil
+
+        out = {"loop": 0.0, "threads": 0.0, "arbiter": 0.0}
+        root = psutil.Process(self.proc.pid)
+        for proc in [root, *root.children(recursive=True)]:
+            try:
+                threads = proc.threads()
+            except psutil.Error:
+                continue
+            for thread in threads:
+                used = thread.user_time + thread.system_time
+                if proc.pid == root.pid:
+                    out["arbiter"] += used
+                else:
+                    out["loop" if thread.id == proc.pid else "threads"] += used
+        return out
+
     def metrics(self) -> str:
         with urllib.request.urlopen(f"{self.url}/metrics", timeout=10) as resp:
             return str(resp.read().decode())
@@ -289,13 +311,19 @@ def run_level(server: Server, users_file: Path, concurrency: int, seconds: float
     warm = [sys.executable, __file__, "loadgen", "--url", server.url, "--users", str(users_file)]
     subprocess.run([*warm, "--concurrency", "4", "--seconds", "2"], check=True,
                    capture_output=True)  # fmt: skip
-    before = server.metrics()
+    before, cpu_before, load_before = server.metrics(), server.cpu_seconds(), os.getloadavg()[0]
     cmd = [*warm, "--concurrency", str(concurrency), "--seconds", str(seconds)]
     done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    cpu_after = server.cpu_seconds()
     report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     report["server"] = {
         k: round(v, 3) for k, v in server_breakdown(before, server.metrics()).items()
     }
+    answered = max(1, report["requests"] - report["errors"])
+    report["server_cpu_ms"] = {  # CPU per answered request, by where it ran
+        part: round(1e3 * (cpu_after[part] - cpu_before[part]) / answered, 3) for part in cpu_after
+    }
+    report["load"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     log.info("c%d: %s", concurrency, report)
     return report
 
@@ -339,6 +367,7 @@ def inprocess_costs(deployment: dict[str, Any], rounds: int = 300) -> dict[str, 
         RecommendRequest.model_validate_json(body)
         RecommendResponse.model_validate(answer.model_dump()).model_dump_json()
     out["serialization_ms"] = round((time.perf_counter() - start) / 2000 * 1e3, 4)
+    out["load"] = round(os.getloadavg()[0], 2)
     return out
 
 
@@ -357,24 +386,29 @@ def render(result: dict[str, Any]) -> str:
         "(127.0.0.1:6379); one `POST /recommend` = one random known user, k 20.",
         "",
         "| mode | c | req/s | p50 ms | p99 ms | errors | batch | lookup | tower | faiss "
-        "| other stages | queue | handler | bentoml path | rest (framework, hops, client) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| other stages | queue | handler | bentoml path | rest (framework, hops, client) "
+        "| CPU loop | CPU threads | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for mode, levels in result["modes"].items():
         for lv in levels:
             s = lv["server"]
             other = s.get("validate_ms", 0) + s.get("respond_ms", 0)
             rest = (lv["mean_ms"] or 0) - s.get("handler_ms", 0)
+            cpu = lv.get("server_cpu_ms", {})
+            load = "-".join(f"{x:.1f}" for x in lv.get("load", []))
             lines.append(
                 f"| {mode} | {lv['concurrency']} | {lv['rps']:,.0f} | {lv['p50_ms']} | "
                 f"{lv['p99_ms']} | {lv['errors']} | {s.get('mean_batch', 0):.1f} | "
                 f"{s.get('lookup_ms', 0):.2f} | {s.get('tower_ms', 0):.2f} | "
                 f"{s.get('faiss_ms', 0):.2f} | {other:.2f} | {s.get('queue_ms', 0):.2f} | "
                 f"{s.get('handler_ms', 0):.2f} | {s.get('bentoml_request_ms', 0):.2f} | "
-                f"{rest:.2f} |"
+                f"{rest:.2f} | {cpu.get('loop', float('nan')):.2f} | "
+                f"{cpu.get('threads', float('nan')):.2f} | {load or '-'} |"
             )
     if "inprocess" in result:
-        lines += ["", "The work alone, in one process (no HTTP, no BentoML), ms:", "",
+        lines += ["", "The work alone, in one process (no HTTP, no BentoML; load average "
+                  f"{result['inprocess'].get('load', '?')} at the end), ms:", "",
                   "| batch | per batch p50 | per request | lookup | tower | faiss | other |",
                   "|---|---|---|---|---|---|---|"]  # fmt: skip
         for name, row in result["inprocess"].items():
@@ -390,7 +424,11 @@ def render(result: dict[str, Any]) -> str:
                   f"{result['inprocess']['serialization_ms']} ms."]  # fmt: skip
     lines += ["", "Stage columns are mean milliseconds per request (server side, from "
               "`/metrics`); a batched stage counts its whole batch time for every request in "
-              "it. `rest` = client mean latency - handler time.", ""]  # fmt: skip
+              "it. `rest` = client mean latency - handler time. `CPU loop` / `CPU threads`: CPU "
+              "milliseconds per answered request on the service processes' event-loop threads "
+              "(HTTP, BentoML, the handler) and on their other threads (the batch: lookup, "
+              "tower, faiss); `load`: 1-minute load average before-after the level (2 cores, "
+              "shared: above 2, other jobs took CPU from this one).", ""]  # fmt: skip
     return "\n".join(lines)
 
 
