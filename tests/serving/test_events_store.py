@@ -134,6 +134,22 @@ def test_clicks_count_for_the_variant_of_their_request(store: EventStore) -> Non
     assert counts.arm("canary", "9").impressions == 0
 
 
+def test_a_served_request_is_read_back_from_its_impressions(store: EventStore) -> None:
+    # stored out of position order: the answer comes back in the order it was shown
+    store.append(impressions("r1", "u1", ["a", "b", "c"], "3", "canary")[::-1])
+    store.append([click("r1", "u1", "b")])
+    served = store.served_request("r1")
+    assert served is not None
+    assert (served.user_id, served.items, served.model_version, served.variant) == (
+        "u1",
+        ("a", "b", "c"),
+        "3",
+        "canary",
+    )
+    assert served.position("b") == 1 and served.served_at == T0.timestamp()
+    assert store.served_request("never") is None
+
+
 def test_merge_feedback_appends_after_the_batch_log_once(store: EventStore) -> None:
     store.append([*impressions("r", "u1", ["a"], "1", "production"), click("r", "u1", "a")])
     batch = make_events(["u1", "u2"], ["x", "y"], [T0 - timedelta(days=1)] * 2, seq_pos=[4, 9])

@@ -60,6 +60,7 @@ from mirec.schema import (
     USER_ID,
     VARIANT,
 )
+from mirec.serving.requests_log import ServedRequest
 
 log = logging.getLogger(__name__)
 
@@ -382,6 +383,23 @@ class EventStore:
             by_arm.setdefault((str(v), str(m)), [0, 0])[1] = int(n)
         arms = [ArmCounts(v, m, i, c) for (v, m), (i, c) in sorted(by_arm.items())]
         return FeedbackCounts(arms, int(unmatched[0][0]))
+
+    def served_request(self, request_id: str) -> ServedRequest | None:
+        """The answer ``request_id`` got, from its stored impressions (None when none are).
+
+        Any serving process can tie a click to its impression this way, not only the one that
+        answered the request (a ``RequestLog`` holds its own process's answers only).
+        """
+        rows = self._query(
+            f"SELECT {USER_ID}, {ITEM_ID}, {MODEL_VERSION}, {VARIANT}, {_TS_US} FROM {TABLE} "
+            f"WHERE {REQUEST_ID} = ? AND {EVENT_TYPE} = ? ORDER BY {POSITION}",
+            (request_id, EVENT_IMPRESSION),
+        )
+        if not rows:
+            return None
+        user, _, version, variant, ts_us = rows[0]
+        items = tuple(str(row[1]) for row in rows)
+        return ServedRequest(request_id, str(user), items, str(version), str(variant), ts_us / 1e6)
 
     def read_events(self, after_seq: int = 0) -> pd.DataFrame:
         """Stored events (those after insertion number ``after_seq``) as canonical events.

@@ -84,7 +84,8 @@ class FeedbackHandler:
     """Records feedback on served requests.
 
     Args:
-        requests: the served requests (feedback on an unknown request id is refused).
+        requests: this process's served requests; a request id it does not hold is looked up
+            in the event store's impressions (feedback on an unknown request id is refused).
         model: the model that served them (maps item ids to indices).
         histories: the user lookup; a click extends the cached sequence too.
         sink: the event store, or None.
@@ -111,7 +112,7 @@ class FeedbackHandler:
         Raises:
             RequestError: unknown request id (404) or an item that response did not hold (400).
         """
-        served = self.requests.get(req.request_id)
+        served = self.requests.get(req.request_id) or self._stored(req.request_id)
         if served is None:
             raise RequestError(f"unknown request_id {req.request_id!r}", status=404)
         position = served.position(req.item_id)
@@ -142,6 +143,12 @@ class FeedbackHandler:
             model_version=served.model_version,
             pushed=pushed,
         )
+
+    def _stored(self, request_id: str) -> ServedRequest | None:
+        """An answer of another serving process (or of this one before a restart), from the
+        impressions the event store holds; None without a store that can look them up."""
+        lookup = getattr(self.sink, "served_request", None)
+        return None if lookup is None else lookup(request_id)
 
     def _extend_sequence(self, served: ServedRequest, item_id: str, at: datetime) -> bool:
         idx = int(self.model.encode([item_id])[0])
