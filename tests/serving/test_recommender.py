@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -168,3 +169,52 @@ def test_new_item_is_retrievable_without_retraining(
         app.items.upsert([ItemIn(item_id="lonely")])
     with pytest.raises(RequestError, match="unknown item ids"):
         app.items.upsert([ItemIn(item_id="odd", similar_to=["not-an-item"])])
+
+
+def _floor_registry(deployment: Deployment, name: str, root: Path) -> tuple[Path, Path]:
+    """A registry whose production model is the ``name`` floor, trained and indexed."""
+    from mirec.config import from_dict
+    from mirec.registry import PRODUCTION, Registry
+    from mirec.training import train
+    from tests.serving.conftest import TRAIN_CONFIG, _index_bundle
+
+    cfg = from_dict({**TRAIN_CONFIG, "model": {"name": name}})
+    result = train(cfg, deployment.dataset, root / "run", vocab=deployment.vocab, progress=False)
+    _index_bundle(result.bundle_dir)
+    registry = Registry(root / "registry")
+    entry = registry.register(
+        result.bundle_dir,
+        metrics=result.metrics,
+        data_fingerprint="serving-tests",
+        config=cfg.model_dump(mode="json"),
+        code_version="tests",
+        lineage={"feature_repo": str(deployment.repo)},
+    )
+    registry.set_stage(PRODUCTION, entry.version)
+    return root / "registry", registry.bundle_path(entry.version)
+
+
+@pytest.mark.parametrize("name", ["itemknn", "popularity"])
+def test_the_floors_serve_their_exact_ranking(
+    deployment: Deployment, tmp_path: Path, name: str
+) -> None:
+    from mirec.bundle import ModelBundle
+
+    registry, bundle_dir = _floor_registry(deployment, name, tmp_path)
+    app = ServingApp.from_registry(registry)
+    user = _user_with_history(app, deployment)
+    history = app.histories.lookup([user])[user].history or []
+    got = app.recommend(RecommendRequest(user_id=user, k=10))
+    assert got.source == SOURCE_MODEL and len(got.items) == 10
+    bundle = ModelBundle.load(bundle_dir)
+    scores = bundle.score_users([history])[0]
+    scores[[0, *history]] = -np.inf
+    expected = app.model.decode(np.argsort(-scores, kind="stable")[:10])
+    assert got.scores == sorted(got.scores, reverse=True)
+    # ties may order differently; the scores of what is served are the best ten
+    assert np.allclose(sorted(scores[app.model.encode(got.items)])[::-1], got.scores, atol=1e-5)
+    assert np.allclose(got.scores, np.sort(scores)[::-1][:10], atol=1e-5)
+    if name == "itemknn":
+        assert set(got.items) & set(expected) and not set(got.items) & set(
+            app.model.decode(np.asarray(history))
+        )

@@ -106,6 +106,23 @@ class ServingModel:
         vecs = self.bundle.model.user_vectors(batch)
         return np.ascontiguousarray(vecs.float().numpy(), dtype=np.float32)
 
+    @property
+    def index_serves(self) -> bool:
+        """False for a model whose scores are not an inner product (ItemKNN): rank it exactly."""
+        return bool(getattr(self.bundle.model, "index_serves", True))
+
+    def exact_top(
+        self, histories: Sequence[Sequence[int]], k: int, exclude: Sequence[Sequence[int]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k trained items by the model's exact scores (``ModelBundle.score_users``).
+
+        Returns:
+            ids [B, k] int64 and scores [B, k] float32, best first; PAD, ``exclude`` and items
+            beyond the vocabulary never appear (-1 / -inf pad when fewer are left).
+        """
+        scores = self.bundle.score_users([list(h[-self.max_len :]) for h in histories])
+        return top_k_excluding(scores, k, exclude)
+
     @torch.inference_mode()
     def item_vectors(self, idx: Sequence[int] | np.ndarray) -> np.ndarray:
         """Item-tower output of trained items: float32 [M, D]."""
@@ -128,6 +145,32 @@ class ServingModel:
         self._known[item_id] = idx
 
 
+def top_k_excluding(
+    scores: np.ndarray, k: int, exclude: Sequence[Sequence[int]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``k`` columns per row of ``scores`` [B, N+1] (column 0 = PAD), ``exclude`` removed.
+
+    Returns:
+        ids [B, k] int64 and scores [B, k] float32, best first; -1 / -inf pad.
+    """
+    masked = np.array(scores, dtype=np.float32, copy=True)
+    masked[:, 0] = -np.inf
+    for row, seen in enumerate(exclude):
+        if len(seen):
+            masked[row, np.asarray(seen, dtype=np.int64)] = -np.inf
+    width = min(k, masked.shape[1] - 1)
+    top = np.argpartition(-masked, width - 1, axis=1)[:, :width]
+    order = np.argsort(-np.take_along_axis(masked, top, axis=1), axis=1, kind="stable")
+    top = np.take_along_axis(top, order, axis=1)
+    values = np.take_along_axis(masked, top, axis=1)
+    ids = np.where(np.isfinite(values), top, -1).astype(np.int64)
+    pad = k - width
+    if pad > 0:
+        ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
+        values = np.pad(values, ((0, 0), (0, pad)), constant_values=-np.inf)
+    return ids, values
+
+
 def load_bundle(
     bundle_dir: str | Path, version: str, tag: str = "", feature_repo: str = ""
 ) -> ServingModel:
@@ -141,9 +184,10 @@ def load_bundle(
     if not (path / INDEX_FILE).is_file():
         raise BundleMismatchError(f"bundle {path} has no {INDEX_FILE}: run the index step first")
     index = load_index(path / INDEX_FILE)
-    if index.d != bundle.config.model.dim:
+    width = int(bundle.item_vectors().shape[1])  # the floors' vectors are not model.dim wide
+    if index.d != width:
         raise BundleMismatchError(
-            f"bundle {path}: index dimension {index.d} != model dimension {bundle.config.model.dim}"
+            f"bundle {path}: index dimension {index.d} != the model's item vectors' {width}"
         )
     log.info("loaded model %s from %s (%d items, %s)", version, path, index.ntotal, type(index))
     return ServingModel(

@@ -165,11 +165,19 @@ class Recommender:
     ) -> dict[int, RecommendResponse]:
         if not plans:
             return {}
-        with times.stage("tower"):
-            vecs = self.encoder([p.history for p in plans])
         responses: dict[int, RecommendResponse] = {}
-        with times.stage("faiss"):
-            ids, scores = self._search(vecs, plans)
+        if self.model.index_serves:
+            with times.stage("tower"):
+                vecs = self.encoder([p.history for p in plans])
+            with times.stage("faiss"):
+                ids, scores = self._search(vecs, plans)
+        else:  # ItemKNN: its scores are not an inner product, so no index ranks them
+            with times.stage("tower"):
+                k = max(p.req.k for p in plans)
+                histories = [p.history for p in plans]
+                ids, scores = self.model.exact_top(
+                    histories, k, [h + p.exclude for h, p in zip(histories, plans, strict=True)]
+                )
         with times.stage("respond"):
             for row, plan, top, score in zip(rows, plans, ids, scores, strict=True):
                 assert plan.found is not None
