@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from mirec.config import ContentConfig, ZeroShotConfig, load
+from mirec.config import ContentConfig, PretrainConfig, ZeroShotConfig, load
 from mirec.data.attributes import (
     content_matrix,
     hash_token,
@@ -31,7 +31,13 @@ from mirec.objectives.mail import (
     zero_shot_loss,
     zero_shot_terms,
 )
-from mirec.objectives.multiview import content_view, info_nce
+from mirec.objectives.multiview import (
+    content_view,
+    info_nce,
+    mean_content_norm,
+    pretrain_content_tower,
+    rescale_content,
+)
 from mirec.schema import ITEM_ATTRIBUTES, ITEM_ID, ITEM_TEXT, USER_ATTRIBUTES, USER_ID
 
 
@@ -205,3 +211,24 @@ def test_zero_shot_refit_changes_only_the_zero_shot_tower() -> None:
     for k, v in model.state_dict().items():
         if k in ranking:
             assert torch.equal(v, ranking[k]), k
+
+
+def test_rescale_content_scales_every_content_vector_exactly() -> None:
+    cfg = ContentConfig(max_attrs=2, text_tokens=2, attr_buckets=10, text_buckets=10)
+    tokens = torch.tensor([[0, 0, 0, 0], [1, 2, 3, 4], [5, 0, 6, 0], [0, 0, 7, 0]])
+    tower = ContentItemTower(3, 4, tokens, cfg).eval()
+    torch.nn.init.normal_(tower.mix[-1].weight)  # a trained, non-zero mix
+    before = tower.content_vectors(tokens).detach()
+    rescale_content(tower, 3.0)
+    assert torch.allclose(tower.content_vectors(tokens), 3.0 * before, atol=1e-6)
+
+
+def test_pretraining_ends_at_the_norm_it_started_with() -> None:
+    cfg = ContentConfig(max_attrs=2, text_tokens=2, attr_buckets=10, text_buckets=10)
+    tokens = torch.tensor([[0, 0, 0, 0], [1, 2, 3, 4], [5, 0, 6, 0], [1, 5, 7, 0], [2, 0, 8, 9]])
+    tower = ContentItemTower(4, 4, tokens, cfg)
+    items = torch.arange(1, 5)
+    start = mean_content_norm(tower, items)
+    pretrain = PretrainConfig(epochs=20, batch_size=4, lr=0.05)
+    pretrain_content_tower(tower, items, pretrain, seed=0)
+    assert math.isclose(mean_content_norm(tower, items), start, rel_tol=1e-4)

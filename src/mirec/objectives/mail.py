@@ -206,6 +206,7 @@ def fit_zero_shot(
     lr: float,
     seed: int = 0,
     batch_size: int = 256,
+    token_drop: float = 0.0,
 ) -> list[float]:
     """More epochs of the zero-shot loss on the trained (frozen) ranking tower, one row per user.
 
@@ -223,6 +224,9 @@ def fit_zero_shot(
         profiles: LongTensor [U, P] hashed profiles.
         max_len: history window of the ranking tower.
         epochs, lr, seed, batch_size: the fit's schedule (Adam).
+        token_drop: share of each row's profile tokens hidden in every step (the partial and
+            the empty profile then decode too: a learned back-off, as demographic popularity
+            backs off to each field; an empty profile decodes the training users' mean).
 
     Returns:
         The mean loss of every epoch.
@@ -241,7 +245,11 @@ def fit_zero_shot(
         total = 0.0
         for lo in range(0, len(order), batch_size):
             rows = order[lo : lo + batch_size]
-            z_s, z_b = tower.encode_profile(profiles[rows]), tower.encode_behaviour(user_vecs[rows])
+            tokens = profiles[rows]
+            if token_drop > 0:  # a profile seen in part must still decode (back-off)
+                keep = torch.rand(tokens.shape, generator=generator) >= token_drop
+                tokens = tokens * keep
+            z_s, z_b = tower.encode_profile(tokens), tower.encode_behaviour(user_vecs[rows])
             virtual = tower.decode_behaviour(z_s)
             terms = zero_shot_terms(
                 z_s,
@@ -249,7 +257,7 @@ def fit_zero_shot(
                 user_vecs[rows],
                 (virtual, tower.decode_behaviour(z_b)),
                 (tower.decode_profile(z_s), tower.decode_profile(z_b)),
-                multi_hot(profiles[rows], width),
+                multi_hot(tokens, width),
             )
             loss = terms.total + user_rank_loss(virtual, item_vecs, hot[rows])
             opt.zero_grad(set_to_none=True)

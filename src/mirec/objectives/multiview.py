@@ -4,7 +4,10 @@ A view of an item is a random combination of its content: each attribute and tex
 kept with probability ``pretrain.token_keep``, and one of the two parts may be left out
 entirely (attributes only, text only, both), as MMSRec pairs vision-only, text-only and joint
 views. Two views of the same items are aligned by a symmetric InfoNCE over cosine similarities
-(the other items of the batch are the negatives); the id embedding takes no part.
+(the other items of the batch are the negatives); the id embedding takes no part. The loss
+is on cosines, so it fixes only directions; at the end the tower is rescaled
+(``rescale_content``) to the mean vector norm it started with, the scale of the id embedding it
+is added to (on ml-100k the mean norm grew 1.8x, 0.27 -> 0.47, against 0.16 for an id vector).
 """
 
 from __future__ import annotations
@@ -69,15 +72,42 @@ def multiview_loss(
     return info_nce(tower.content_vectors(view_a), tower.content_vectors(view_b), cfg.temperature)
 
 
+@torch.no_grad()
+def rescale_content(tower: ContentItemTower, factor: float) -> None:
+    """Multiply every content vector by ``factor`` (> 0), leaving its direction as it is.
+
+    The bag tables scale by ``factor``; the mix's first layer by 1 / ``factor`` (its input, the
+    bags, grew by ``factor``, so its hidden units are unchanged) and its last layer and bias by
+    ``factor``: content_vectors(x) becomes ``factor`` * content_vectors(x) exactly.
+    """
+    first, last = tower.mix[0], tower.mix[-1]
+    assert isinstance(first, torch.nn.Linear) and isinstance(last, torch.nn.Linear)
+    tower.attr_table.weight.mul_(factor)
+    tower.text_table.weight.mul_(factor)
+    first.weight.div_(factor)
+    last.weight.mul_(factor)
+    last.bias.mul_(factor)
+
+
+@torch.no_grad()
+def mean_content_norm(tower: ContentItemTower, items: torch.Tensor) -> float:
+    """Mean L2 norm of the content vectors of ``items`` (LongTensor [M] of indices)."""
+    assert tower.item_attributes is not None
+    return float(tower.content_vectors(tower.item_attributes[items]).norm(dim=-1).mean())
+
+
 def pretrain_content_tower(
     tower: ContentItemTower, items: torch.Tensor, cfg: PretrainConfig, seed: int
 ) -> list[float]:
     """``cfg.epochs`` epochs of multi-view pretraining over ``items`` (indices with content).
 
+    The tower ends at the mean content-vector norm it started with (``rescale_content``).
+
     Returns:
         The mean loss of every epoch.
     """
     generator = torch.Generator().manual_seed(seed)
+    start_norm = mean_content_norm(tower, items) if len(items) else 0.0
     params = [p for name, p in tower.named_parameters() if not name.startswith("embedding.")]
     opt = torch.optim.AdamW(params, lr=cfg.lr)
     tower.train()
@@ -97,9 +127,16 @@ def pretrain_content_tower(
             total, batches = total + float(loss.detach()), batches + 1
         losses.append(total / max(batches, 1))
         log.info("pretrain epoch %d multiview loss %.4f", epoch, losses[-1])
+    end_norm = mean_content_norm(tower, items) if len(items) else 0.0
+    if start_norm > 0 and end_norm > 0:
+        rescale_content(tower, start_norm / end_norm)
     log.info(
-        "pretrained the content tower for %d epochs in %.1f s",
+        "pretrained the content tower for %d epochs in %.1f s (mean norm %.3f -> %.3f, "
+        "rescaled to %.3f)",
         cfg.epochs,
         time.perf_counter() - started,
+        start_norm,
+        end_norm,
+        start_norm,
     )
     return losses
