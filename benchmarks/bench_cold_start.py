@@ -5,14 +5,20 @@ and without multi-view pretraining against popularity, a randomly initialised it
 attributes of a trained id+attribute model, on test users whose target is withheld (cold) and
 on the others (warm). Cold users: 10% of the users withheld; 0, 1, 3, 5 first events as history;
 the MAIL blend (weight chosen on the validation cold users) against the plain user tower,
-popularity and demographic popularity. Writes benchmarks/results/cold_start_<dataset>.{json,md}.
+popularity and demographic popularity. Every model is trained once per seed (``--seeds``,
+default 0,1,2); the tables give mean ± std over the seeds (the withheld items and users are the
+same for every seed, only the training randomness changes). Each seed's result is kept under
+``--work`` (``seed<k>.json``); ``--reuse`` reads those instead of training again, so seeds can run
+in separate processes and be aggregated after. Writes
+benchmarks/results/cold_start_<dataset>.{json,md}.
 
-    python benchmarks/bench_cold_start.py --data ../shared/data/ml-100k [--minutes 2]
+    python benchmarks/bench_cold_start.py --data ../shared/data/ml-100k [--minutes 2] [--seeds 0,1]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import platform
@@ -32,9 +38,15 @@ from mirec.data.splits import EvalData, build_sequences
 from mirec.data.vocab import Vocabulary
 from mirec.evaluate import Scorer, evaluate_scorer
 from mirec.models.baselines import Popularity
-from mirec.models.cold_start import DemographicPopularity, ItemOverrideScorer, ZeroShotScorer
+from mirec.models.cold_start import (
+    DemographicPopularity,
+    ItemOverrideScorer,
+    ZeroShotScorer,
+    zero_shot_tower,
+)
 from mirec.models.content_tower import ContentItemTower
 from mirec.models.two_tower import TwoTower
+from mirec.objectives.mail import fit_zero_shot
 from mirec.schema import ITEM_ID
 from mirec.tables import format_table
 from mirec.training import Prepared, data_fingerprint, train_worker
@@ -44,7 +56,12 @@ RESULTS = ROOT / "benchmarks" / "results"
 CONFIGS = {"ml-100k": ("ml100k_content", "ml100k_mail"), "Beauty": ("beauty_content", None)}
 ITEM_KEYS = ("recall@20", "recall@50", "ndcg@20", "ndcg@50")
 USER_KEYS = ("recall@20", "recall@50", "hr@20", "hr@50")
-BLENDS = (0.25, 0.5, 0.75, 1.0)
+BLENDS = (0.1, 0.25, 0.5, 0.75, 1.0)
+PARTS = {"items": "cold_items", "users": "cold_users"}
+MAIL = "MAIL (zero-shot at 0, blend at 1-5)"
+# the zero-shot refit: 25-epoch chunks, up to 75 epochs, for each share of hidden profile tokens
+REFIT_CHUNK, REFIT_CHUNKS, REFIT_LR, REFIT_TOKEN_DROPS = 25, 3, 2e-3, (0.0, 0.5)
+ID_ATTR = "id + attributes model (cold = sum of attribute embeddings)"
 log = logging.getLogger("bench_cold_start")
 
 
@@ -128,9 +145,7 @@ def cold_items(ds: Any, cfg: TrainConfig, work: Path) -> dict[str, Any]:
     with torch.no_grad():
         vecs = model.item_vectors().clone()
         vecs[torch.from_numpy(cold)] = model.item_tower.attribute_vectors()[torch.from_numpy(cold)]
-    rows["id + attributes model (cold = sum of attribute embeddings)"] = (
-        _item_rows(ItemOverrideScorer(model, vecs), cis, attr_cfg) | timing
-    )
+    rows[ID_ATTR] = _item_rows(ItemOverrideScorer(model, vecs), cis, attr_cfg) | timing
     return {"withheld_items": int(cold.sum()), "num_items": vocab.size, "rows": rows}
 
 
@@ -149,6 +164,7 @@ def cold_users(ds: Any, cfg: TrainConfig, work: Path) -> dict[str, Any]:
     train_profiles = user_profile_matrix(ds.users, cus.split.train.user_ids, zs)
     prep = Prepared(vocab, cus.split, None, data_fingerprint(ds.events), train_profiles)
     model, timing = _train(cfg, prep, work / "mail")
+    refit = _refit_zero_shot(ds, model, cus, train_profiles, cfg)
 
     def scorers(data: EvalData, blend: float) -> dict[str, Scorer]:
         profiles = torch.from_numpy(user_profile_matrix(ds.users, data.user_ids, zs))
@@ -159,14 +175,14 @@ def cold_users(ds: Any, cfg: TrainConfig, work: Path) -> dict[str, Any]:
                 cus.split.train.sequences, train_profiles, vocab.size, profiles
             ),
             "user tower alone": model,
-            "MAIL (zero-shot at 0, blend at 1-5)": ZeroShotScorer(model, blended.model, profiles),
+            MAIL: ZeroShotScorer(model, blended.model, profiles),
         }
 
     valid_mail = {
         w: np.mean(
             [
                 _metrics(
-                    scorers(cus.valid[h], w)["MAIL (zero-shot at 0, blend at 1-5)"],
+                    scorers(cus.valid[h], w)[MAIL],
                     cus.valid[h],
                     cfg,
                     USER_KEYS,
@@ -181,7 +197,101 @@ def cold_users(ds: Any, cfg: TrainConfig, work: Path) -> dict[str, Any]:
     for h, data in cus.test.items():
         for name, scorer in scorers(data, best).items():
             table.setdefault(name, {})[h] = _metrics(scorer, data, cfg, USER_KEYS)
-    return {"blend_valid_recall@50": valid_mail, "blend": best, "rows": table, "timing": timing}
+    return {
+        "blend_valid_recall@50": valid_mail,
+        "blend": best,
+        "refit": refit,
+        "rows": table,
+        "timing": timing,
+    }
+
+
+def _refit_zero_shot(
+    ds: Any, model: TwoTower, cus: Any, train_profiles: np.ndarray, cfg: TrainConfig
+) -> dict[str, Any]:
+    """Refit the zero-shot tower on the trained ranking tower (``fit_zero_shot``) from its
+    co-trained state, for each profile-token drop in ``REFIT_TOKEN_DROPS``, in chunks of
+    ``REFIT_CHUNK`` epochs; keep the state with the best validation recall@50 at 0 events
+    (0 epochs = co-training alone)."""
+    tower = zero_shot_tower(model)
+    valid = cus.valid[0]
+    profiles = torch.from_numpy(user_profile_matrix(ds.users, valid.user_ids, cfg.model.zero_shot))
+
+    def score() -> float:
+        scorer = ZeroShotScorer(model, cfg.model, profiles)
+        return float(_metrics(scorer, valid, cfg, USER_KEYS)["recall@50"])
+
+    seqs = [torch.from_numpy(s) for s in cus.split.train.sequences]
+    train_p = torch.from_numpy(train_profiles)
+    started = time.perf_counter()
+    co_trained = copy.deepcopy(tower.state_dict())
+    curve: dict[str, float] = {"co-trained": score()}
+    best_key, best_state = "co-trained", co_trained
+    for drop in REFIT_TOKEN_DROPS:
+        tower.load_state_dict(co_trained)
+        for chunk in range(1, REFIT_CHUNKS + 1):
+            fit_zero_shot(
+                model,
+                tower,
+                seqs,
+                train_p,
+                cfg.data.max_len,
+                REFIT_CHUNK,
+                REFIT_LR,
+                cfg.seed + chunk,
+                token_drop=drop,
+            )
+            key = f"drop {drop}, {chunk * REFIT_CHUNK} epochs"
+            curve[key] = score()
+            if curve[key] > curve[best_key]:
+                best_key, best_state = key, copy.deepcopy(tower.state_dict())
+    tower.load_state_dict(best_state)
+    return {
+        "valid_h0_recall@50": curve,
+        "chosen": best_key,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def _leaves(tree: Any, prefix: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], float]:
+    """Numeric leaves of nested dicts, keyed by their path."""
+    if isinstance(tree, dict):
+        out: dict[tuple[Any, ...], float] = {}
+        for k, v in tree.items():
+            out |= _leaves(v, (*prefix, k))
+        return out
+    if isinstance(tree, int | float) and not isinstance(tree, bool):
+        return {prefix: float(tree)}
+    return {}
+
+
+def _set(tree: dict[str, Any], path: tuple[Any, ...], value: Any) -> None:
+    for key in path[:-1]:
+        tree = tree.setdefault(str(key), {})
+    tree[str(path[-1])] = value
+
+
+def aggregate(per_seed: dict[int, dict[str, Any]], part: str) -> dict[str, Any]:
+    """Mean and std (population, over seeds) of every metric of ``part`` in the seeds' results.
+
+    Returns the part's rows with each number replaced by ``{"mean", "std", "n"}``.
+    """
+    runs = [r[part] for r in per_seed.values() if part in r]
+    if not runs:
+        return {}
+    values: dict[tuple[Any, ...], list[float]] = {}
+    for run in runs:
+        for path, v in _leaves(run["rows"]).items():
+            values.setdefault(path, []).append(v)
+    rows: dict[str, Any] = {}
+    for path, vs in values.items():
+        _set(rows, path, {"mean": float(np.mean(vs)), "std": float(np.std(vs)), "n": len(vs)})
+    out = {k: v for k, v in runs[0].items() if k not in ("rows", "timing")}
+    return out | {"rows": rows, "seeds": len(runs)}
+
+
+def _ms(cell: dict[str, float], digits: int = 4) -> str:
+    return f"{cell['mean']:.{digits}f} ± {cell['std']:.{digits}f}"
 
 
 def write_markdown(name: str, result: dict[str, Any], path: Path) -> None:
@@ -189,98 +299,193 @@ def write_markdown(name: str, result: dict[str, Any], path: Path) -> None:
     items = result.get("cold_items")
     if items:
         lines += [
-            f"## Cold items ({items['withheld_items']} of {items['num_items']} items withheld)",
+            f"## Cold items ({items['withheld_items']} of {items['num_items']} items withheld; "
+            f"mean ± std over {items['seeds']} seeds)",
+            "",
+            _budget(items),
             "",
         ]
         headers = (
             ["model"]
-            + [f"cold {k}" for k in ITEM_KEYS]
+            + [f"cold {k}" for k in ITEM_KEYS[:2]]
             + [f"warm {k}" for k in ITEM_KEYS[:2]]
-            + ["valid cold recall@50", "train s"]
+            + ["cold ndcg@50", "valid cold recall@50", "train s"]
         )
         body = []
         for model, row in items["rows"].items():
-            cells = [f"{row['test_cold'][k]:.4f}" for k in ITEM_KEYS] + [
-                f"{row['test_warm'][k]:.4f}" for k in ITEM_KEYS[:2]
-            ]
             body.append(
                 [
                     model,
-                    *cells,
-                    f"{row['valid_cold']['recall@50']:.4f}",
-                    str(row.get("train_s", "-")),
+                    *[_ms(row["test_cold"][k]) for k in ITEM_KEYS[:2]],
+                    *[_ms(row["test_warm"][k]) for k in ITEM_KEYS[:2]],
+                    _ms(row["test_cold"]["ndcg@50"]),
+                    _ms(row["valid_cold"]["recall@50"]),
+                    f"{row['train_s']['mean']:.0f}" if "train_s" in row else "-",
                 ]
             )
         any_row = next(iter(items["rows"].values()))
         lines += [
             format_table(headers, body),
             "",
-            f"Test users with a cold target: {any_row['test_cold']['users']}; "
-            f"warm: {any_row['test_warm']['users']}.",
+            f"Test users with a cold target: {any_row['test_cold']['users']['mean']:.0f}; "
+            f"warm: {any_row['test_warm']['users']['mean']:.0f}.",
             "",
         ]
+        lines += _item_summary(items["rows"])
     users = result.get("cold_users")
     if users:
-        lines += [f"## Cold users (blend weight {users['blend']} chosen on validation)", ""]
-        lengths = sorted(next(iter(users["rows"].values())))
-        headers = ["model"] + [
-            f"h={h} {k}" for h in lengths for k in ("recall@20", "recall@50", "hr@50")
+        blends = users.get("blend_per_seed", {})
+        lines += [
+            f"## Cold users (mean ± std over {users['seeds']} seeds; blend weight chosen on "
+            f"validation per seed: {blends})",
+            "",
+            _budget(users),
+            "",
         ]
+        lengths = sorted(next(iter(users["rows"].values())), key=int)
+        headers = ["model"] + [f"h={h} {k}" for h in lengths for k in ("recall@20", "recall@50")]
         body = [
-            [model]
-            + [f"{row[h][k]:.4f}" for h in lengths for k in ("recall@20", "recall@50", "hr@50")]
+            [model] + [_ms(row[h][k]) for h in lengths for k in ("recall@20", "recall@50")]
             for model, row in users["rows"].items()
         ]
+        lines += [format_table(headers, body), ""]
         lines += [
-            format_table(headers, body),
+            "Zero-shot refit chosen on validation (h = 0 recall@50) per seed: "
+            f"{users.get('refit_per_seed', {})}.",
             "",
-            "Validation recall@50 (mean of h=1, 3) per blend weight: "
-            f"{users['blend_valid_recall@50']}.",
+        ]
+        lines += [
+            "hr@50 (mean over seeds): "
+            + "; ".join(
+                f"{model}: " + ", ".join(f"h={h} {row[h]['hr@50']['mean']:.3f}" for h in lengths)
+                for model, row in users["rows"].items()
+            ),
             "",
         ]
     path.write_text("\n".join(lines))
+
+
+def _budget(part: dict[str, Any]) -> str:
+    b = part.get("budget") or {}
+    if b.get("epochs"):
+        return f"Budget per model: {b['epochs']} epochs (capped at {b['minutes']} minutes)."
+    return f"Budget per model: {b.get('minutes', '?')} minutes of training (wall clock)."
+
+
+def _item_summary(rows: dict[str, Any]) -> list[str]:
+    """The targets' ratios: content cold vs warm recall@50, content vs id-based warm recall@20,
+    for the content tower (with or without pretraining) with the better validation cold
+    recall@50."""
+    names = [
+        n for n in ("content tower + pretraining", "content tower, no pretraining") if n in rows
+    ]
+    ref = rows.get(ID_ATTR)
+    if not names or not ref:
+        return []
+    name = max(names, key=lambda n: rows[n]["valid_cold"]["recall@50"]["mean"])
+    content = rows[name]
+    cold50 = content["test_cold"]["recall@50"]["mean"]
+    warm50 = content["test_warm"]["recall@50"]["mean"]
+    warm20, ref20 = content["test_warm"]["recall@20"]["mean"], ref["test_warm"]["recall@20"]["mean"]
+    return [
+        f"{name} (chosen on validation cold recall@50): cold recall@50 / warm recall@50 = "
+        f"{cold50:.4f} / {warm50:.4f} = {cold50 / max(warm50, 1e-12):.2f}; warm recall@20 vs "
+        f"the id + attributes model: {warm20:.4f} vs {ref20:.4f} "
+        f"({100 * (warm20 / max(ref20, 1e-12) - 1):+.1f}%).",
+        "",
+    ]
+
+
+def _parse_seeds(text: str) -> list[int]:
+    return [int(s) for s in text.split(",") if s.strip()]
+
+
+def run_seed(
+    ds: Any, seed: int, args: argparse.Namespace, configs: tuple[str | None, ...]
+) -> dict[str, Any]:
+    """Both parts for one seed; kept as ``seed<k>.json`` under the work folder."""
+    work = args.work / ds.name
+    cached = work / f"seed{seed}.json"
+    parts = [p for p in args.parts.split(",") if p]
+    if args.reuse and cached.exists():
+        kept = json.loads(cached.read_text())
+        if all(PARTS[p] in kept for p in parts):
+            log.info("seed %d: reusing %s", seed, cached)
+            return kept
+    overrides = [f"optim.max_minutes={args.minutes}", f"seed={seed}"]
+    if args.epochs:  # the same work for every model, however loaded the machine is
+        overrides.append(f"optim.max_epochs={args.epochs}")
+    out: dict[str, Any] = {"seed": seed}
+    for part, cfg_name in zip(("items", "users"), configs, strict=True):
+        if part not in parts or cfg_name is None:
+            continue
+        cfg = load(ROOT / "configs" / f"{cfg_name}.yaml", overrides)
+        run = cold_items if part == "items" else cold_users
+        budget = {"minutes": args.minutes, "epochs": args.epochs or None}
+        out[PARTS[part]] = run(ds, cfg, work / f"seed{seed}") | {
+            "config": cfg_name,
+            "budget": budget,
+        }
+    if cached.exists():  # a run of one part keeps the other part's last result
+        kept = json.loads(cached.read_text())
+        out = {k: v for k, v in kept.items() if k in PARTS.values() and k not in out} | out
+    work.mkdir(parents=True, exist_ok=True)
+    cached.write_text(json.dumps(out, indent=2, default=str))
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--minutes", type=float, default=2.0, help="training budget per model")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=0,
+        help="epoch budget per model (0: the config's); --minutes stays the cap",
+    )
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "cold_start")
     parser.add_argument("--parts", default="items,users")
+    parser.add_argument(
+        "--reuse", action="store_true", help="read seeds already run under --work (seed<k>.json)"
+    )
+    parser.add_argument(
+        "--no-write", action="store_true", help="run the seeds, write no results (a worker)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     ds = load_dataset(args.data)
-    item_cfg, user_cfg = CONFIGS.get(ds.name, CONFIGS["ml-100k"])
-    overrides = [f"optim.max_minutes={args.minutes}", f"seed={args.seed}"]
+    configs = CONFIGS.get(ds.name, CONFIGS["ml-100k"])
+    seeds = _parse_seeds(args.seeds)
+    started = time.perf_counter()
+    per_seed = {seed: run_seed(ds, seed, args, configs) for seed in seeds}
+    if args.no_write:
+        return
     result: dict[str, Any] = {
         "dataset": ds.name,
-        "seed": args.seed,
+        "seeds": seeds,
         "minutes_per_model": args.minutes,
         "machine": f"{platform.machine()}, torch threads {torch.get_num_threads()}",
-        "note": f"One seed ({args.seed}), {args.minutes}-minute training budget per model; "
-        "settings chosen on validation only.",
+        "note": f"Seeds {seeds}; settings chosen on validation only; mean ± std (population) "
+        "over the seeds. Training budget per model: see each part.",
+        "wall_s": round(time.perf_counter() - started, 1),
     }
+    for part in ("cold_items", "cold_users"):
+        agg = aggregate(per_seed, part)
+        if agg:
+            result[part] = agg
+    if "cold_users" in result:
+        users = {s: r["cold_users"] for s, r in per_seed.items() if "cold_users" in r}
+        result["cold_users"]["blend_per_seed"] = {s: u["blend"] for s, u in users.items()}
+        result["cold_users"]["refit_per_seed"] = {
+            s: u.get("refit", {}).get("chosen") for s, u in users.items()
+        }
+    result["per_seed"] = per_seed
     stem = f"cold_start_{ds.name}"
-    previous = RESULTS / f"{stem}.json"
-    if previous.exists():  # a run of one part keeps the other part's last result
-        kept = json.loads(previous.read_text())
-        result |= {k: kept[k] for k in ("cold_items", "cold_users") if k in kept}
-    started = time.perf_counter()
-    parts = {
-        "items": ("cold_items", item_cfg, cold_items),
-        "users": ("cold_users", user_cfg, cold_users),
-    }
-    for part in args.parts.split(","):
-        key, cfg_name, run = parts[part]
-        if cfg_name is None:
-            continue
-        cfg = load(ROOT / "configs" / f"{cfg_name}.yaml", overrides)
-        result[key] = run(ds, cfg, args.work / ds.name) | {"config": cfg_name}
-        result["wall_s"] = round(time.perf_counter() - started, 1)
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2, default=str))
-        write_markdown(ds.name, result, RESULTS / f"{stem}.md")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2, default=str))
+    write_markdown(ds.name, result, RESULTS / f"{stem}.md")
     log.info("wrote %s", RESULTS / f"{stem}.md")
 
 
