@@ -249,3 +249,19 @@ def test_load_dataset_dispatch(tmp_path: Path) -> None:
         load_dataset(str(tmp_path / "absent"))
     with pytest.raises(DataFormatError, match="cannot tell the format"):
         load_dataset(str(_write(tmp_path / "x.json", "{}")))
+
+
+def test_a_mirec_dataset_directory_loads_as_its_events_and_side_tables(tmp_path: Path) -> None:
+    from mirec.data.synthetic import generate
+    from mirec.pipeline.io import write_dataset_dir
+
+    data = generate(num_users=40, num_items=30, num_clusters=3, mean_len=6, seed=1)
+    root = write_dataset_dir(data.events, data.items, data.users, tmp_path / "dataset")
+    loaded = load_dataset(root, max_bad_fraction=0.0)  # the side tables are not read as events
+    assert loaded.report.rows_read == loaded.report.rows_kept == len(data.events)
+    pairs = zip(data.items["item_id"], data.items["attributes"], strict=True)
+    want = {str(k): list(v) for k, v in pairs}
+    pairs = zip(loaded.items["item_id"], loaded.items["attributes"], strict=True)
+    got = {str(k): list(v) for k, v in pairs}
+    assert got == want
+    assert len(loaded.users) == len(data.users)

@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _edge_commands() -> list[Callable[[argparse._SubParsersAction], None]]:  # type: ignore[type-arg]
     """Sub-command groups of the edge packages (their heavy imports happen per command)."""
     out = []
-    groups = ("features", "pipeline", "serve", "events", "canary")
+    groups = ("features", "pipeline", "serve", "events", "canary", "intents")
     for module in (f"mirec.cli.{group}" for group in groups):
         try:
             mod = __import__(module, fromlist=["register"])

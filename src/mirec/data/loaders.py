@@ -13,6 +13,7 @@ column mapping (``mirec.data.columns``).
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -377,10 +378,61 @@ def load_table(
 
 
 # --- dispatch ------------------------------------------------------------------------------------
+DATASET_DIR_EVENTS = "events.parquet"  # the files of a mirec dataset directory
+DATASET_DIR_ITEMS = "items.parquet"
+DATASET_DIR_USERS = "users.parquet"
+
+
+def _side_table(path: Path, id_column: str) -> pd.DataFrame | None:
+    """A dataset directory's items / users table, or None when the file is absent."""
+    if not path.is_file():
+        return None
+    try:
+        frame = pq.read_table(str(path)).to_pandas()
+    except (OSError, pa.ArrowException) as exc:
+        raise DataFormatError(str(path), None, f"cannot read parquet: {exc}") from exc
+    if id_column not in frame.columns:
+        raise DataFormatError(str(path), None, f"missing column {id_column!r}")
+    frame[id_column] = frame[id_column].astype(str)
+    return frame
+
+
+def _tokens(frame: pd.DataFrame | None, id_column: str, column: str) -> dict[str, list[str]]:
+    if frame is None or column not in frame.columns:
+        return {}
+    return {
+        key: [str(t) for t in value]
+        for key, value in zip(frame[id_column], frame[column], strict=True)
+        if value is not None and len(value)
+    }
+
+
+def read_dataset_directory(path: Path, columns: dict[str, str] | None = None) -> RawDataset:
+    """A mirec dataset directory: ``events.parquet`` read as a table, the catalog side files
+    (``items.parquet``: attributes and text; ``users.parquet``: profile tokens) as attributes."""
+    raw = read_table(path / DATASET_DIR_EVENTS, columns)
+    items = _side_table(path / DATASET_DIR_ITEMS, ITEM_ID)
+    users = _side_table(path / DATASET_DIR_USERS, USER_ID)
+    text: dict[str, str] = {}
+    if items is not None and ITEM_TEXT in items.columns:
+        text = {k: str(v) for k, v in zip(items[ITEM_ID], items[ITEM_TEXT], strict=True) if v}
+    return replace(
+        raw,
+        name=path.name,
+        source=str(path),
+        item_attrs=_tokens(items, ITEM_ID, ITEM_ATTRIBUTES),
+        user_attrs=_tokens(users, USER_ID, USER_ATTRIBUTES),
+        item_text=text,
+    )
+
+
 def read_raw_dataset(path_or_name: str | Path, columns: dict[str, str] | None = None) -> RawDataset:
     """Parse a dataset, telling its format from the name or path (no row rule applied yet).
 
-    ``"demo"`` / ``"synthetic"`` -> ``synthetic.generate()``; a directory with a ``.inter`` file
+    ``"demo"`` / ``"synthetic"`` -> ``synthetic.generate()``; a mirec dataset directory
+    (``events.parquet`` beside optional ``items.parquet`` / ``users.parquet``, as the pipeline's
+    steps and ``mirec events export`` write it) -> its events and side tables; a directory with
+    a ``.inter`` file
     or a path prefix of one -> RecBole; a directory with ``<Name>.txt`` or a ``.txt`` file ->
     S3-Rec; ``.csv`` / ``.parquet`` files or a directory of parquet files -> table.
 
@@ -398,6 +450,8 @@ def read_raw_dataset(path_or_name: str | Path, columns: dict[str, str] | None = 
         return synthetic_raw()
     path = Path(text)
     if path.is_dir():
+        if (path / DATASET_DIR_EVENTS).is_file():
+            return read_dataset_directory(path, columns)
         if any(path.glob("*.inter")):
             return read_recbole(path, columns)
         if any(path.glob("*.txt")):
