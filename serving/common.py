@@ -3,6 +3,7 @@
 The model is the registered bundle named by ``$MIREC_MODEL_TAG``, or the registry's production
 version (``$MIREC_REGISTRY``); ``bentoml build`` records that tag in the Bento. The feature
 repository is the one in the model's lineage unless ``$MIREC_FEATURE_REPO`` names another.
+With ``$MIREC_EVENT_STORE`` set, events are written through a ``GroupCommitWriter``.
 """
 
 from __future__ import annotations
@@ -59,9 +60,11 @@ def load_app(model: bentoml.Model) -> ServingApp:
     )
     sink = None
     if os.environ.get(EVENTS_ENV):
-        from mirec.serving.events import open_event_store
+        from mirec.serving.events import GroupCommitWriter, open_event_store
 
-        sink = open_event_store(os.environ[EVENTS_ENV])
+        # concurrent /feedback (and impression) writes share one fsync'd transaction; each
+        # call still returns only after its own events are committed
+        sink = GroupCommitWriter(open_event_store(os.environ[EVENTS_ENV]))
     return ServingApp.for_model(served, settings=settings(), sink=sink)
 
 

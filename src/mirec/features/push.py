@@ -8,9 +8,17 @@ Interface (the serving feedback path calls it after the clicks are stored)::
 
 ``push_clicks`` reads the users' online ``user_history`` rows and the clicked items' vocabulary
 indices (``item_features``, so items added after the build count too), appends the clicks in
-time order, keeps the last ``hist_len`` and pushes one row per user through the push source
-``USER_HISTORY_PUSH`` (``PushMode.ONLINE``): the next online lookup of that user returns the new
-sequence, from any process, without waiting for the batch pipeline.
+time order, keeps the last ``hist_len`` and writes one row per changed user into the views fed
+by the push source ``USER_HISTORY_PUSH`` (what ``FeatureStore.push(..., PushMode.ONLINE)``
+writes): the next online lookup of that user returns the new sequence, from any process,
+without waiting for the batch pipeline.
+
+Cost. A call is one ``online_read`` of the items, one of the users and one
+``online_write_batch`` per pushed view, whatever the number of clicks (one transaction on
+SQLite, one pipeline on Redis). The rows go to the provider as protobuf values directly:
+``get_online_features`` and ``push`` convert every row through pandas and Arrow and check the
+registry, which cost several times the store's own work (``make bench-feedback``). Callers
+that receive clicks one at a time group them first (``mirec.serving.feedback.FeastClickPush``).
 
 Timestamps. A history row stamped t holds the events strictly before t, so the pushed row is
 stamped one microsecond after its newest click, and always strictly later than the row it
@@ -33,11 +41,10 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
 from mirec.data.events import event_timestamps_us, read_events_parquet
@@ -50,8 +57,6 @@ from mirec.schema import (
     EVENT_ID,
     EVENT_TS,
     EVENT_TYPE,
-    FEAST_CREATED_TS,
-    FEAST_TS,
     HIST_ITEM_IDS,
     HIST_LEN,
     HIST_TS,
@@ -71,6 +76,7 @@ log = logging.getLogger(__name__)
 
 HISTORY_FEATURES = (HIST_ITEM_IDS, HIST_TS, HIST_LEN, NUM_EVENTS)
 _REQUIRED = (USER_ID, ITEM_ID, EVENT_TS)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -143,12 +149,6 @@ def _extend(history: _History, clicks: Sequence[tuple[int, int]], hist_len: int)
     return added, len(clicks) - added
 
 
-def _row_ts_us(response: Any, column: int, row: int) -> int:
-    """The full-precision event timestamp (µs) of one online value (0 when absent)."""
-    stamp = response.proto.results[column].event_timestamps[row]
-    return int(stamp.seconds) * 1_000_000 + int(stamp.nanos) // 1000
-
-
 class FreshHistories:
     """Pushes clicks into the online ``user_history`` rows of one feature store.
 
@@ -164,6 +164,7 @@ class FreshHistories:
         self.hist_len = hist_len
         self._history_refs = [f"{USER_HISTORY_FV}:{name}" for name in HISTORY_FEATURES]
         self._lock = threading.Lock()
+        self._resolved: tuple[Any, Any, list[Any]] | None = None
 
     @classmethod
     def from_repo(cls, repo: str | Path) -> FreshHistories:
@@ -185,87 +186,146 @@ class FreshHistories:
         frame = _clicks_frame(clicks)
         if frame.empty:
             return PushReport(0, 0, 0)
+        users = frame[USER_ID].tolist()
+        items = frame[ITEM_ID].tolist()
+        stamps = frame["ts_us"].tolist()
         with self._lock:
-            indices = self._item_indices(pd.unique(frame[ITEM_ID]).tolist())
+            indices = self._item_indices(list(dict.fromkeys(items)))
             unknown = sorted(item for item, idx in indices.items() if idx is None)
             if unknown:
                 log.warning("%d clicked items have no vocabulary index: %s", len(unknown), unknown)
-            frame = frame[~frame[ITEM_ID].isin(unknown)]
-            if frame.empty:
+            by_user: dict[str, list[tuple[int, int]]] = {}
+            for user, item, ts in zip(users, items, stamps, strict=True):
+                idx = indices[item]
+                if idx is not None:  # (user, time) order: each user's clicks oldest first
+                    by_user.setdefault(user, []).append((idx, int(ts)))
+            if not by_user:
                 return PushReport(0, 0, 0, unknown)
-            histories = self._histories(pd.unique(frame[USER_ID]).tolist())
-            changed, added, held = self._apply(frame, indices, histories)
+            histories = self._histories(list(by_user))
+            changed: list[str] = []
+            added = held = 0
+            for user, pairs in by_user.items():
+                got, already = _extend(histories[user], pairs, self.hist_len)
+                added, held = added + got, held + already
+                if got:
+                    changed.append(user)
             if changed:
                 self._push({user: histories[user] for user in changed})
         return PushReport(len(changed), added, held, unknown)
 
-    def _apply(
-        self,
-        frame: pd.DataFrame,
-        indices: dict[str, int | None],
-        histories: dict[str, _History],
-    ) -> tuple[list[str], int, int]:
-        changed: list[str] = []
-        added = held = 0
-        for user, rows in frame.groupby(USER_ID, sort=False):
-            items, stamps = rows[ITEM_ID].tolist(), rows["ts_us"].tolist()
-            pairs = [(int(indices[i] or 0), int(t)) for i, t in zip(items, stamps, strict=True)]
-            got, already = _extend(histories[str(user)], pairs, self.hist_len)
-            added, held = added + got, held + already
-            if got:
-                changed.append(str(user))
-        return changed, added, held
+    def _views(self) -> tuple[Any, Any, list[Any]]:
+        """(user_history view, item_features view, the views fed by the push source), once."""
+        if self._resolved is None:
+            from feast.data_source import PushSource
 
-    def _online(self, refs: list[str], key: str, ids: list[str]) -> Any:
+            try:
+                views = list(self.store.list_feature_views())
+                views += self.store.list_stream_feature_views()
+                pushed = [
+                    v
+                    for v in views
+                    if isinstance(v.stream_source, PushSource)
+                    and v.stream_source.name == USER_HISTORY_PUSH
+                ]
+                history = self.store.get_feature_view(USER_HISTORY_FV)
+                items = self.store.get_feature_view(ITEM_FEATURES_FV)
+            except Exception as exc:
+                raise FeatureLookupError(f"feature views of the push not found: {exc}") from exc
+            if not pushed:
+                raise FeatureLookupError(
+                    f"no feature view reads the push source {USER_HISTORY_PUSH}"
+                )
+            self._resolved = (history, items, pushed)
+        return self._resolved
+
+    def _read(self, view: Any, key: str, ids: list[str], features: list[str]) -> list[Any]:
+        """One ``online_read`` of ``features`` for ``ids``: [(row time or None, values or None)]."""
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        keys = [EntityKey(join_keys=[key], entity_values=[Value(string_val=i)]) for i in ids]
         try:
-            return self.store.get_online_features(features=refs, entity_rows={key: ids})
+            return list(
+                self.store.provider.online_read(
+                    self.store.config, view, keys, requested_features=features
+                )
+            )
         except Exception as exc:  # Feast raises many types; the caller gets one
-            raise FeatureLookupError(f"online lookup of {len(ids)} {key}s failed: {exc}") from exc
+            raise FeatureLookupError(f"online read of {len(ids)} {key}s failed: {exc}") from exc
 
     def _item_indices(self, items: list[str]) -> dict[str, int | None]:
         """item id -> vocabulary index from ``item_features`` (None when unknown)."""
-        ref = f"{ITEM_FEATURES_FV}:{ITEM_IDX}"
-        values = self._online([ref], ITEM_ID, items).to_dict()[ITEM_IDX]
-        return {item: None if v is None else int(v) for item, v in zip(items, values, strict=True)}
+        _, view, _ = self._views()
+        rows = self._read(view, ITEM_ID, items, [ITEM_IDX])
+        out: dict[str, int | None] = {}
+        for item, (_, values) in zip(items, rows, strict=True):
+            value = None if values is None else values.get(ITEM_IDX)
+            out[item] = (
+                None if value is None or not value.HasField("int64_val") else value.int64_val
+            )
+        return out
 
     def _histories(self, users: list[str]) -> dict[str, _History]:
         """The current online history of each user (empty for a user without a row)."""
-        response = self._online(self._history_refs, USER_ID, users)
-        values = response.to_dict()
-        column = list(response.proto.metadata.feature_names.val).index(HIST_ITEM_IDS)
+        view, _, _ = self._views()
+        rows = self._read(view, USER_ID, users, list(HISTORY_FEATURES))
         out = {}
-        for row, user in enumerate(users):
-            items, stamps = values[HIST_ITEM_IDS][row], values[HIST_TS][row]
+        for user, (row_ts, values) in zip(users, rows, strict=True):
+            items = _int64s(values, HIST_ITEM_IDS)
+            stamps = _int64s(values, HIST_TS)
             if items is None or stamps is None:
                 out[user] = _History([], 0, 0)
                 continue
-            pairs = [(int(i), int(t)) for i, t in zip(items, stamps, strict=True)]
-            num_events = values[NUM_EVENTS][row]
-            total = len(pairs) if num_events is None else int(num_events)
-            out[user] = _History(pairs, total, _row_ts_us(response, column, row))
+            pairs = list(zip(items, stamps, strict=True))
+            total = values.get(NUM_EVENTS) if values else None
+            num_events = (
+                int(total.int64_val)
+                if total is not None and total.HasField("int64_val")
+                else len(pairs)
+            )
+            out[user] = _History(pairs, num_events, _us(row_ts))
         return out
 
     def _push(self, histories: dict[str, _History]) -> None:
-        from feast.data_source import PushMode
+        """One online write per view fed by the push source (one transaction on SQLite)."""
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Int64List, Value
 
-        users = list(histories)
-        stamps = [histories[u].row_ts_us for u in users]
-        rows = pd.DataFrame(
-            {
-                USER_ID: users,
-                HIST_ITEM_IDS: [[i for i, _ in histories[u].pairs] for u in users],
-                HIST_TS: [[t for _, t in histories[u].pairs] for u in users],
-                HIST_LEN: np.asarray([len(histories[u].pairs) for u in users], dtype=np.int64),
-                NUM_EVENTS: np.asarray([histories[u].num_events for u in users], dtype=np.int64),
-                FEAST_TS: pd.to_datetime(np.asarray(stamps, dtype=np.int64), unit="us", utc=True),
+        _, _, views = self._views()
+        created = datetime.now(UTC)
+        rows: list[tuple[Any, dict[str, Any], datetime, datetime | None]] = []
+        for user, history in histories.items():
+            values = {
+                HIST_ITEM_IDS: Value(int64_list_val=Int64List(val=[i for i, _ in history.pairs])),
+                HIST_TS: Value(int64_list_val=Int64List(val=[t for _, t in history.pairs])),
+                HIST_LEN: Value(int64_val=len(history.pairs)),
+                NUM_EVENTS: Value(int64_val=history.num_events),
             }
-        )
-        rows[FEAST_CREATED_TS] = datetime.now(UTC)
+            key = EntityKey(join_keys=[USER_ID], entity_values=[Value(string_val=user)])
+            rows.append((key, values, _EPOCH + timedelta(microseconds=history.row_ts_us), created))
         try:
-            self.store.push(USER_HISTORY_PUSH, rows, to=PushMode.ONLINE)
+            for view in views:
+                self.store.provider.online_write_batch(self.store.config, view, rows, progress=None)
         except Exception as exc:
             raise FeatureLookupError(f"push of {len(rows)} user histories failed: {exc}") from exc
         log.debug("pushed %d user histories", len(rows))
+
+
+def _int64s(values: dict[str, Any] | None, name: str) -> list[int] | None:
+    """An ``Array(Int64)`` online value as a list (None when absent or unset)."""
+    value = None if values is None else values.get(name)
+    if value is None or not value.HasField("int64_list_val"):
+        return None
+    return list(value.int64_list_val.val)
+
+
+def _us(stamp: datetime | None) -> int:
+    """A row time as µs since the epoch (0 when absent); naive times are UTC."""
+    if stamp is None:
+        return 0
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=UTC)
+    return (stamp - _EPOCH) // timedelta(microseconds=1)
 
 
 def clicks_missing_from_build(repo: str | Path, events: pd.DataFrame) -> pd.DataFrame:

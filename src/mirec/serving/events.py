@@ -6,6 +6,7 @@ Interface (the entry service calls it from ``POST /recommend`` and ``POST /feedb
     store.append([FeedbackEvent(...)])   # returns once committed: the acknowledgement
     writer = GroupCommitWriter(store, on_commit=push)  # concurrent callers share one commit
     writer.write([FeedbackEvent(...)])   # blocks until committed; ``push`` runs after the commit
+    writer.append([...])                 # the same: a writer is an EventSink (the server's)
     store.counts()                       # impressions and clicks per (variant, model_version)
     store.read_events()                  # every event as a canonical event frame
     merge_feedback(batch_events, store.read_events())  # the next retraining's event log
@@ -503,6 +504,7 @@ class GroupCommitWriter:
         self._thread = threading.Thread(target=self._run, name="feedback-writer", daemon=True)
         self._notifier = threading.Thread(target=self._notify, name="feedback-push", daemon=True)
         self._closed = False
+        self.commits = 0  # transactions committed (one per group)
         self._thread.start()
         self._notifier.start()
 
@@ -522,6 +524,28 @@ class GroupCommitWriter:
             raise TimeoutError(f"{len(events)} feedback events not committed in {timeout} s")
         if pending.error is not None:
             raise pending.error
+
+    def append(self, events: Sequence[FeedbackEvent]) -> None:
+        """``write``: the ``EventSink`` of the feedback handler (returns once committed)."""
+        self.write(events)
+
+    def served_request(self, request_id: str) -> ServedRequest | None:
+        """The store's ``served_request`` (committed impressions only)."""
+        return self.store.served_request(request_id)
+
+    def read_events(self, after_seq: int = 0) -> pd.DataFrame:
+        """The store's ``read_events`` (committed events only)."""
+        return self.store.read_events(after_seq)
+
+    def counts(self) -> FeedbackCounts:
+        """The store's ``counts`` (committed events only)."""
+        return self.store.counts()
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def __repr__(self) -> str:
+        return f"GroupCommitWriter({self.store!r})"
 
     def close(self) -> None:
         """Commit what is queued, run ``on_commit`` for it, then stop the threads."""
@@ -549,6 +573,7 @@ class GroupCommitWriter:
                 pending.error = exc
                 pending.done.set()
             return
+        self.commits += 1
         for pending in group:
             pending.done.set()
         if self.on_commit is not None:

@@ -8,10 +8,13 @@ protocols, ``EventSink`` and ``SequencePush``, so either can be swapped or left 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from mirec.errors import FeatureLookupError
 from mirec.schema import EVENT_IMPRESSION, EVENT_TS, ITEM_ID, USER_ID
@@ -40,22 +43,102 @@ class SequencePush(Protocol):
         ...
 
 
-class FeastClickPush:
-    """The feature store's push of fresh clicks (``mirec.features.push.FreshHistories``)."""
+@dataclass
+class _Click:
+    user_id: str
+    item_id: str
+    at: datetime
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
 
-    def __init__(self, repo: str | Path) -> None:
+
+_STOP = object()
+
+
+class FeastClickPush:
+    """The feature store's push of fresh clicks (``mirec.features.push.FreshHistories``).
+
+    Concurrent ``push_click`` calls share one push: a background thread takes every waiting
+    click (up to ``max_batch``), pushes them with one ``push_clicks`` (one read of the items,
+    one of the users, one write of the changed rows) and releases their callers. A caller
+    returns only once its click is in the online history, as with a push of its own; clicks
+    that arrive while a push runs go into the next one.
+
+    Args:
+        repo: the rendered Feast repository serving reads.
+        max_batch: the most clicks one push takes.
+        timeout_s: how long a caller waits for its push before giving up (FeatureLookupError).
+    """
+
+    def __init__(self, repo: str | Path, max_batch: int = 4096, timeout_s: float = 30.0) -> None:
         from mirec.features.push import FreshHistories
 
         self.fresh = FreshHistories.from_repo(repo)
+        self.max_batch = max_batch
+        self.timeout_s = timeout_s
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="feedback-push", daemon=True)
+        self._thread.start()
 
     def push_click(self, user_id: str, item_id: str, at: datetime) -> None:
-        """Push one click through the Feast push source."""
+        """Push one click (with whatever else is waiting); returns once it is pushed.
+
+        Raises:
+            FeatureLookupError: the item has no index online, the push failed or timed out.
+        """
+        click = _Click(user_id, item_id, at)
+        self._queue.put(click)
+        if not click.done.wait(self.timeout_s):
+            raise FeatureLookupError(f"click of {item_id!r} not pushed in {self.timeout_s} s")
+        if click.error is not None:
+            raise click.error
+
+    def close(self) -> None:
+        """Push what is queued, then stop the thread."""
+        self._queue.put(_STOP)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            group = [first]
+            while len(group) < self.max_batch:
+                try:
+                    click = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if click is _STOP:
+                    self._push(group)
+                    return
+                group.append(click)
+            self._push(group)
+
+    def _push(self, group: list[_Click]) -> None:
         import pandas as pd
 
-        clicks = pd.DataFrame({USER_ID: [user_id], ITEM_ID: [item_id], EVENT_TS: [at]})
-        report = self.fresh.push_clicks(clicks)
-        if report.unknown_items:
-            raise FeatureLookupError(f"item {item_id!r} has no index in the online store")
+        clicks = pd.DataFrame(
+            {
+                USER_ID: [c.user_id for c in group],
+                ITEM_ID: [c.item_id for c in group],
+                EVENT_TS: [c.at for c in group],
+            }
+        )
+        unknown: set[str] = set()
+        failed: BaseException | None = None
+        try:
+            unknown = set(self.fresh.push_clicks(clicks).unknown_items)
+        except Exception as exc:  # every caller of the group gets the error
+            failed = exc if isinstance(exc, FeatureLookupError) else FeatureLookupError(str(exc))
+        for click in group:
+            if failed is not None:
+                click.error = failed
+            elif click.item_id in unknown:
+                click.error = FeatureLookupError(
+                    f"item {click.item_id!r} has no index in the online store"
+                )
+            click.done.set()
 
 
 def _at(ts: float) -> datetime:
