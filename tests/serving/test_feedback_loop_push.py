@@ -211,3 +211,42 @@ def test_a_later_materialization_does_not_lose_pushed_clicks(
     finally:
         if settings.online_store == "sqlite":
             feast_io.teardown(repo_2)
+
+
+def test_concurrent_click_pushes_share_pushes_and_land_once_each(
+    repo: Path, first_build: Built
+) -> None:
+    import threading
+
+    from mirec.serving.feedback import FeastClickPush
+
+    before = _online(repo)
+    push = FeastClickPush(repo)
+    calls: list[int] = []
+    inner = push.fresh.push_clicks
+
+    def counted(clicks: pd.DataFrame) -> object:
+        calls.append(len(clicks))
+        return inner(clicks)
+
+    push.fresh.push_clicks = counted  # type: ignore[method-assign]
+    base = BUILD_1 + 4 * HOUR
+    items = [str(i) for i in range(1, 9)]
+    start = threading.Barrier(len(items))
+
+    def click(n: int) -> None:
+        start.wait()
+        push.push_click(USER, items[n], base + timedelta(microseconds=n))
+
+    threads = [threading.Thread(target=click, args=(n,)) for n in range(len(items))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    push.close()
+    got = _online(repo)
+    assert sum(calls) == len(items) and len(calls) < len(items)  # some clicks shared a push
+    assert first_build.vocab.decode(list(got[HIST_ITEM_IDS])).tolist() == items  # time order
+    assert got[NUM_EVENTS] == before[NUM_EVENTS] + len(items)
+    with pytest.raises(Exception, match="no index"):
+        FeastClickPush(repo).push_click(USER, "no-such-item", base)
