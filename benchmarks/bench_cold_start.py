@@ -286,7 +286,8 @@ def aggregate(per_seed: dict[int, dict[str, Any]], part: str) -> dict[str, Any]:
     rows: dict[str, Any] = {}
     for path, vs in values.items():
         _set(rows, path, {"mean": float(np.mean(vs)), "std": float(np.std(vs)), "n": len(vs)})
-    out = {k: v for k, v in runs[0].items() if k not in ("rows", "timing")}
+    per_seed_only = ("rows", "timing", "blend", "blend_valid_recall@50", "refit")
+    out = {k: v for k, v in runs[0].items() if k not in per_seed_only}
     return out | {"rows": rows, "seeds": len(runs)}
 
 
