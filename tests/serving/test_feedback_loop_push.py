@@ -223,13 +223,13 @@ def test_concurrent_click_pushes_share_pushes_and_land_once_each(
     before = _online(repo)
     push = FeastClickPush(repo)
     calls: list[int] = []
-    inner = push.fresh.push_clicks
+    inner = push.fresh.push_click_rows
 
-    def counted(clicks: pd.DataFrame) -> object:
+    def counted(clicks: list[tuple[str, str, datetime]]) -> object:
         calls.append(len(clicks))
         return inner(clicks)
 
-    push.fresh.push_clicks = counted  # type: ignore[method-assign]
+    push.fresh.push_click_rows = counted  # type: ignore[method-assign]
     base = BUILD_1 + 4 * HOUR
     items = [str(i) for i in range(1, 9)]
     start = threading.Barrier(len(items))

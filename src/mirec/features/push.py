@@ -77,6 +77,7 @@ log = logging.getLogger(__name__)
 HISTORY_FEATURES = (HIST_ITEM_IDS, HIST_TS, HIST_LEN, NUM_EVENTS)
 _REQUIRED = (USER_ID, ITEM_ID, EVENT_TS)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True)
@@ -186,9 +187,32 @@ class FreshHistories:
         frame = _clicks_frame(clicks)
         if frame.empty:
             return PushReport(0, 0, 0)
-        users = frame[USER_ID].tolist()
-        items = frame[ITEM_ID].tolist()
-        stamps = frame["ts_us"].tolist()
+        return self._push_sorted(
+            frame[USER_ID].tolist(), frame[ITEM_ID].tolist(), frame["ts_us"].tolist()
+        )
+
+    def push_click_rows(self, clicks: Sequence[tuple[str, str, datetime]]) -> PushReport:
+        """``push_clicks`` of (user id, item id, timezone-aware time) tuples, without pandas.
+
+        The server's per-request clicks come this way (``FeastClickPush``): building and
+        validating a frame costs about as much as the store's own work for a small group.
+
+        Raises:
+            DataValidationError: an empty id or a naive time.
+            FeatureLookupError: the online store could not be read or written.
+        """
+        rows = []
+        for user, item, at in clicks:
+            if not user or not item or not isinstance(at, datetime) or at.utcoffset() is None:
+                raise DataValidationError(f"bad click {(user, item, at)!r}")
+            rows.append((str(user), (at - _EPOCH) // _US, str(item)))
+        rows.sort(key=lambda r: (r[0], r[1]))  # stable: same-µs clicks keep arrival order
+        if not rows:
+            return PushReport(0, 0, 0)
+        return self._push_sorted([r[0] for r in rows], [r[2] for r in rows], [r[1] for r in rows])
+
+    def _push_sorted(self, users: list[str], items: list[str], stamps: list[int]) -> PushReport:
+        """Push clicks given in (user, time) order."""
         with self._lock:
             indices = self._item_indices(list(dict.fromkeys(items)))
             unknown = sorted(item for item, idx in indices.items() if idx is None)
@@ -325,7 +349,7 @@ def _us(stamp: datetime | None) -> int:
         return 0
     if stamp.tzinfo is None:
         stamp = stamp.replace(tzinfo=UTC)
-    return (stamp - _EPOCH) // timedelta(microseconds=1)
+    return (stamp - _EPOCH) // _US
 
 
 def clicks_missing_from_build(repo: str | Path, events: pd.DataFrame) -> pd.DataFrame:

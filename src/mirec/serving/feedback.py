@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mirec.errors import FeatureLookupError
-from mirec.schema import EVENT_IMPRESSION, EVENT_TS, ITEM_ID, USER_ID
+from mirec.schema import EVENT_IMPRESSION
 from mirec.serving.events import FeedbackEvent
 from mirec.serving.lookup import ResilientHistories
 from mirec.serving.model import ServingModel
@@ -60,7 +60,7 @@ class FeastClickPush:
 
     Concurrent ``push_click`` calls share one push: a background thread takes every waiting
     click (up to ``max_batch``), pushes them with one ``push_clicks`` (one read of the items,
-    one of the users, one write of the changed rows) and releases their callers. A caller
+    one of the users, one write of the changed rows; no pandas) and releases their callers. A caller
     returns only once its click is in the online history, as with a push of its own; clicks
     that arrive while a push runs go into the next one.
 
@@ -116,19 +116,11 @@ class FeastClickPush:
             self._push(group)
 
     def _push(self, group: list[_Click]) -> None:
-        import pandas as pd
-
-        clicks = pd.DataFrame(
-            {
-                USER_ID: [c.user_id for c in group],
-                ITEM_ID: [c.item_id for c in group],
-                EVENT_TS: [c.at for c in group],
-            }
-        )
+        clicks = [(c.user_id, c.item_id, c.at) for c in group]
         unknown: set[str] = set()
         failed: BaseException | None = None
         try:
-            unknown = set(self.fresh.push_clicks(clicks).unknown_items)
+            unknown = set(self.fresh.push_click_rows(clicks).unknown_items)
         except Exception as exc:  # every caller of the group gets the error
             failed = exc if isinstance(exc, FeatureLookupError) else FeatureLookupError(str(exc))
         for click in group:
