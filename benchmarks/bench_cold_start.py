@@ -59,8 +59,8 @@ USER_KEYS = ("recall@20", "recall@50", "hr@20", "hr@50")
 BLENDS = (0.1, 0.25, 0.5, 0.75, 1.0)
 PARTS = {"items": "cold_items", "users": "cold_users"}
 MAIL = "MAIL (zero-shot at 0, blend at 1-5)"
-# the zero-shot refit: 25-epoch chunks, up to 75 epochs, for each share of hidden profile tokens
-REFIT_CHUNK, REFIT_CHUNKS, REFIT_LR, REFIT_TOKEN_DROPS = 25, 3, 2e-3, (0.0, 0.5)
+# the zero-shot refit: 10-epoch chunks, up to 50 epochs, for each share of hidden profile tokens
+REFIT_CHUNK, REFIT_CHUNKS, REFIT_LR, REFIT_TOKEN_DROPS = 10, 5, 2e-3, (0.0, 0.5, 0.75)
 ID_ATTR = "id + attributes model (cold = sum of attribute embeddings)"
 log = logging.getLogger("bench_cold_start")
 
