@@ -260,7 +260,23 @@ class FreshHistories:
                     f"no feature view reads the push source {USER_HISTORY_PUSH}"
                 )
             self._resolved = (history, items, pushed)
+            self._wal_if_sqlite()
         return self._resolved
+
+    def _wal_if_sqlite(self) -> None:
+        """Put a SQLite online store in WAL mode (kept in the file, for every connection).
+
+        In its default rollback-journal mode each push commit syncs the journal and the
+        database file, and a reader in another process blocks the writer; WAL syncs one log
+        per commit and lets readers and the writer run together.
+        """
+        from feast.infra.online_stores.sqlite import SqliteOnlineStore
+
+        online = getattr(self.store.provider, "online_store", None)
+        if isinstance(online, SqliteOnlineStore):
+            conn = online._get_conn(self.store.config)
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            log.debug("SQLite online store journal mode: %s", mode)
 
     def _read(self, view: Any, key: str, ids: list[str], features: list[str]) -> list[Any]:
         """One ``online_read`` of ``features`` for ``ids``: [(row time or None, values or None)]."""
