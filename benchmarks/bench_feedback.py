@@ -18,10 +18,14 @@ each run (the cores are shared).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
+import random
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -184,6 +188,128 @@ def _commit_count(sink: GroupCommitWriter) -> int:
     return sink.commits
 
 
+async def _feedback_client(
+    host: str, port: int, users: list[str], stop: float, out: list[Any], seed: int
+) -> None:
+    """One keep-alive connection: ``/recommend`` (k 20), then a click on each answered item."""
+    from bench_serving import _read_head
+
+    reader, writer = await asyncio.open_connection(host, port)
+    rng = random.Random(seed)
+
+    async def post(path: str, payload: dict[str, Any]) -> tuple[int, bytes]:
+        body = json.dumps(payload).encode()
+        writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        status, length = await _read_head(reader)
+        return status, await reader.readexactly(length)
+
+    try:
+        while time.perf_counter() < stop:
+            status, raw = await post("/recommend", {"user_id": rng.choice(users), "k": 20})
+            out.append(("recommend", status, 0.0, None))
+            if status != 200:
+                continue
+            answer = json.loads(raw)
+            for item in answer["items"]:
+                if time.perf_counter() >= stop:
+                    break
+                start = time.perf_counter()
+                body = {"request_id": answer["request_id"], "item_id": item, "event": "click"}
+                status, raw = await post("/feedback", body)
+                ack = json.loads(raw) if status == 200 else None
+                out.append(("feedback", status, time.perf_counter() - start, ack))
+    finally:
+        writer.close()
+
+
+def _server(deployment: dict[str, Any], events: Path, log_path: Path, serving_dir: str) -> Any:
+    """``mirec serve --events`` (in-process mode) as bench_serving's ``Server``."""
+    from bench_serving import Server, free_port
+
+    server = Server.__new__(Server)
+    server.port = free_port()
+    cmd = [str(Path(sys.executable).with_name("mirec")), "serve", "--registry"]
+    cmd += [deployment["registry"], "--port", str(server.port), "--mode", "inprocess"]
+    cmd += ["--events", str(events)] + (["--serving-dir", serving_dir] if serving_dir else [])
+    with log_path.open("wb") as out:
+        server.proc = subprocess.Popen(
+            cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    server.url = f"http://127.0.0.1:{server.port}"
+    server.log_path = log_path
+    return server
+
+
+def run_http(
+    work: Path, seconds: float, concurrency: int, redis_url: str, serving_dir: str = ""
+) -> dict[str, Any]:
+    """``mirec serve`` with ``--events`` (SQLite) and a Redis online store, driven over HTTP."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_serving import build_deployment
+
+    deployment = build_deployment(work, 2000, 2000, redis_url)
+    repo = Path(deployment["repo"])
+    users = list(deployment["users"])
+    events = work / f"events_{uuid.uuid4().hex[:6]}.db"
+    before = num_events(repo, users)
+    server = _server(deployment, events, work / "serve.log", serving_dir)
+    try:
+        server.wait_ready()
+        host, port = server.url.split("//", 1)[1].split(":")
+        out: list[Any] = []
+        load_before = os.getloadavg()[0]
+        began = time.perf_counter()
+
+        async def drive() -> None:
+            stop = began + seconds
+            await asyncio.gather(
+                *(
+                    _feedback_client(host, int(port), users, stop, out, seed)
+                    for seed in range(concurrency)
+                )
+            )
+
+        asyncio.run(drive())
+        elapsed = time.perf_counter() - began
+        load_after = os.getloadavg()[0]
+        server.stop()  # every answered click is committed and pushed before its answer
+        acks = [r[3] for r in out if r[0] == "feedback" and r[1] == 200]
+        clicks = Counter(str(a["user_id"]) for a in acks)
+        wrong = check_pushes(repo, before, clicks)
+    finally:
+        server.stop()
+        feast_io.teardown(repo)  # the Redis project; the next run builds a new deployment
+        (work / "deployment.json").unlink(missing_ok=True)
+    errors = sum(1 for r in out if r[1] != 200)
+    latencies = np.asarray([r[2] for r in out if r[0] == "feedback" and r[1] == 200]) * 1000
+    store = open_event_store(str(events))
+    stored = set(store.read_events()[EVENT_ID])
+    store.close()
+    keys = {f"{a['request_id']}:{a['item_id']}:click" for a in acks}
+    return {
+        "acknowledged": len(acks),
+        "seconds": round(elapsed, 2),
+        "events_per_s": round(len(acks) / elapsed, 1),
+        "recommend_per_s": round(sum(1 for r in out if r[0] == "recommend") / elapsed, 1),
+        "ack_ms_p50": round(float(np.percentile(latencies, 50)), 2) if len(latencies) else 0.0,
+        "ack_ms_p99": round(float(np.percentile(latencies, 99)), 2) if len(latencies) else 0.0,
+        "errors": errors,
+        "not_pushed": sum(1 for a in acks if not a.get("pushed")),
+        "lost_acknowledged": len(keys - stored),
+        "wrong_histories": wrong,
+        "concurrency": concurrency,
+        "load_1m_before": round(load_before, 2),
+        "load_1m_after": round(load_after, 2),
+        "project": deployment["project"],
+        "serving_dir": serving_dir or "serving/ of this checkout",
+    }
+
+
 def check_pushes(repo: Path, before: dict[str, int], clicks: Counter[str]) -> int:
     """Users whose online num_events did not grow by exactly their acknowledged clicks."""
     after = num_events(repo, list(before))
@@ -214,6 +340,22 @@ def write_results(results: dict[str, Any]) -> None:
             f"{r['push_ms_mean']} | {r['push_us_per_event']} | {r['lost_acknowledged']} | "
             f"{r['wrong_histories']} | {r['load_1m_before']} / {r['load_1m_after']} |"
         )
+    http = results.get("http")
+    if http:
+        lines += [
+            "",
+            f"Over HTTP: `mirec serve` (in-process mode, 1 worker, `--events` SQLite, Redis "
+            f"online store), {http['concurrency']} keep-alive clients each asking /recommend "
+            "(k 20) and then clicking every answered item:",
+            "",
+            "| feedback events/s | /recommend req/s | ack p50 ms | ack p99 ms | errors |"
+            " not pushed | lost acks | users with wrong history | load 1m before/after |",
+            "|---|---|---|---|---|---|---|---|---|",
+            f"| {http['events_per_s']:,} | {http['recommend_per_s']} | {http['ack_ms_p50']} | "
+            f"{http['ack_ms_p99']} | {http['errors']} | {http['not_pushed']} | "
+            f"{http['lost_acknowledged']} | {http['wrong_histories']} | "
+            f"{http['load_1m_before']} / {http['load_1m_after']} |",
+        ]
     lines += ["", f"Target: >= {TARGET_PER_S:,.0f} events/s sustained with no loss."]
     (RESULTS / "feedback.md").write_text("\n".join(lines) + "\n")
 
@@ -222,7 +364,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--producers", type=int, default=32)
-    parser.add_argument("--online", nargs="+", default=["sqlite", "redis"])
+    parser.add_argument("--online", nargs="*", default=["sqlite", "redis"])
+    parser.add_argument("--http", type=int, default=0, help="also over HTTP, this many clients")
+    parser.add_argument("--http-workdir", default=".mirec/bench_feedback_http")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--serving-dir", default="", help="mirec serve --serving-dir (HTTP)")
     args = parser.parse_args()
     results: dict[str, Any] = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
@@ -250,6 +396,12 @@ def main() -> None:
                 print(online, json.dumps(run))
             finally:
                 feast_io.teardown(repo)
+    if args.http:
+        work = Path(args.http_workdir).resolve()
+        work.mkdir(parents=True, exist_ok=True)
+        run = run_http(work, args.seconds, args.http, args.redis, args.serving_dir)
+        results["http"] = run
+        print("http", json.dumps(run))
     results["generated"] = datetime.now(UTC).isoformat(timespec="seconds")
     write_results(results)
 
