@@ -43,8 +43,12 @@ WORKERS = int(os.environ.get("MIREC_WORKERS", "1"))  # server processes (each lo
 # histograms on /metrics stay.
 ACCESS_LOG = os.environ.get("MIREC_ACCESS_LOG", "0") == "1"
 TRACE_RECOMMEND = os.environ.get("MIREC_TRACE_RECOMMEND", "0") == "1"
+# Sync endpoints (/feedback, /items) run on a pool of this many threads: with BentoML's default
+# of 1 concurrent clicks never meet in the event store's group commit and the grouped Feast push.
+THREADS = int(os.environ.get("MIREC_THREADS", "16"))
 SERVICE_CONFIG: dict[str, Any] = {
     "workers": WORKERS,
+    "threads": THREADS,
     "traffic": {"timeout": 10},
     "logging": {"access": {"enabled": ACCESS_LOG}},
     **({} if TRACE_RECOMMEND else {"tracing": {"excluded_urls": ["/recommend"]}}),
