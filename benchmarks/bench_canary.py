@@ -496,6 +496,17 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def portable(value: Any) -> Any:
+    """``value`` with this checkout's absolute paths written relative to the repository."""
+    if isinstance(value, dict):
+        return {k: portable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable(v) for v in value]
+    if isinstance(value, str) and value.startswith(f"{ROOT}/"):
+        return value[len(str(ROOT)) + 1 :]
+    return value
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument(
@@ -556,7 +567,7 @@ def main() -> int:
         run = work / f"overhead_{stamp}"
         run.mkdir()
         result["overhead"] = overhead(run, info, args)
-    (RESULTS / "canary.json").write_text(json.dumps(result, indent=2))
+    (RESULTS / "canary.json").write_text(json.dumps(portable(result), indent=2))
     report = render(result)
     (RESULTS / "canary.md").write_text(report)
     print(report)
