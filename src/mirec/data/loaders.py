@@ -378,13 +378,17 @@ def load_table(
 
 
 # --- dispatch ------------------------------------------------------------------------------------
-DATASET_DIR_EVENTS = "events.parquet"  # the files of a mirec dataset directory
-DATASET_DIR_ITEMS = "items.parquet"
-DATASET_DIR_USERS = "users.parquet"
+EVENTS_FILE = "events.parquet"  # the files of a mirec dataset directory
+ITEMS_FILE = "items.parquet"
+USERS_FILE = "users.parquet"
 
 
-def _side_table(path: Path, id_column: str) -> pd.DataFrame | None:
-    """A dataset directory's items / users table, or None when the file is absent."""
+def read_side_table(path: Path, id_column: str) -> pd.DataFrame | None:
+    """A dataset directory's items / users table (ids as str), or None when the file is absent.
+
+    Raises:
+        DataFormatError: unreadable parquet or no ``id_column``, naming the file.
+    """
     if not path.is_file():
         return None
     try:
@@ -393,7 +397,7 @@ def _side_table(path: Path, id_column: str) -> pd.DataFrame | None:
         raise DataFormatError(str(path), None, f"cannot read parquet: {exc}") from exc
     if id_column not in frame.columns:
         raise DataFormatError(str(path), None, f"missing column {id_column!r}")
-    frame[id_column] = frame[id_column].astype(str)
+    frame[id_column] = frame[id_column].astype(str).astype(object)
     return frame
 
 
@@ -410,9 +414,9 @@ def _tokens(frame: pd.DataFrame | None, id_column: str, column: str) -> dict[str
 def read_dataset_directory(path: Path, columns: dict[str, str] | None = None) -> RawDataset:
     """A mirec dataset directory: ``events.parquet`` read as a table, the catalog side files
     (``items.parquet``: attributes and text; ``users.parquet``: profile tokens) as attributes."""
-    raw = read_table(path / DATASET_DIR_EVENTS, columns)
-    items = _side_table(path / DATASET_DIR_ITEMS, ITEM_ID)
-    users = _side_table(path / DATASET_DIR_USERS, USER_ID)
+    raw = read_table(path / EVENTS_FILE, columns)
+    items = read_side_table(path / ITEMS_FILE, ITEM_ID)
+    users = read_side_table(path / USERS_FILE, USER_ID)
     text: dict[str, str] = {}
     if items is not None and ITEM_TEXT in items.columns:
         text = {k: str(v) for k, v in zip(items[ITEM_ID], items[ITEM_TEXT], strict=True) if v}
@@ -450,7 +454,7 @@ def read_raw_dataset(path_or_name: str | Path, columns: dict[str, str] | None = 
         return synthetic_raw()
     path = Path(text)
     if path.is_dir():
-        if (path / DATASET_DIR_EVENTS).is_file():
+        if (path / EVENTS_FILE).is_file():
             return read_dataset_directory(path, columns)
         if any(path.glob("*.inter")):
             return read_recbole(path, columns)

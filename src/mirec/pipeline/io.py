@@ -28,14 +28,10 @@ from mirec.data.events import (
     read_events_parquet,
     write_events_parquet,
 )
+from mirec.data.loaders import EVENTS_FILE, ITEMS_FILE, USERS_FILE, read_side_table
 from mirec.data.vocab import sort_ids
-from mirec.errors import DataFormatError
 from mirec.records import Record
 from mirec.schema import ITEM_ATTRIBUTES, ITEM_ID, USER_ATTRIBUTES, USER_ID
-
-EVENTS_FILE = "events.parquet"
-ITEMS_FILE = "items.parquet"
-USERS_FILE = "users.parquet"
 
 
 @dataclass(frozen=True)
@@ -138,15 +134,9 @@ def is_dataset_dir(path: str | Path) -> bool:
 
 
 def _read_table(path: Path, id_column: str, attr_column: str, events: pd.DataFrame) -> pd.DataFrame:
-    if not path.is_file():
+    frame = read_side_table(path, id_column)
+    if frame is None:
         return catalog_from_ids(events[id_column], id_column, attr_column)
-    try:
-        frame = pq.read_table(str(path)).to_pandas()
-    except (OSError, pa.ArrowException) as exc:
-        raise DataFormatError(str(path), None, f"cannot read parquet: {exc}") from exc
-    if id_column not in frame.columns:
-        raise DataFormatError(str(path), None, f"missing column {id_column!r}")
-    frame[id_column] = frame[id_column].astype(str).astype(object)
     if attr_column not in frame.columns:
         frame[attr_column] = [[] for _ in range(len(frame))]
     frame[attr_column] = [list(v) if v is not None else [] for v in frame[attr_column]]
