@@ -173,12 +173,12 @@ def run_child(cmd: list[str], what: str) -> dict[str, Any]:
     return manifest
 
 
-def run_training_set(events: Path, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """The training-set step over the build in ``workdir``, in its own process (own JVM)."""
-    cmd = [
+def child_command(mode: str, events: Path, workdir: Path, args: argparse.Namespace) -> list[str]:
+    """This script again as a child: ``mode`` (``--child-build`` / ``--child-training-set``)."""
+    return [
         sys.executable,
         __file__,
-        "--child-training-set",
+        mode,
         str(events),
         "--workdir",
         str(workdir),
@@ -187,6 +187,11 @@ def run_training_set(events: Path, workdir: Path, args: argparse.Namespace) -> d
         "--driver-memory",
         args.driver_memory,
     ]
+
+
+def run_training_set(events: Path, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The training-set step over the build in ``workdir``, in its own process (own JVM)."""
+    cmd = child_command("--child-training-set", events, workdir, args)
     step = run_child(cmd, f"training set of {events}")
     # `feast apply` belongs to the pipeline's publish step; the training-set step starts after it
     step["step_s"] = round(step["process_wall_s"] - step["feast_apply_s"], 2)
@@ -195,18 +200,7 @@ def run_training_set(events: Path, workdir: Path, args: argparse.Namespace) -> d
 
 def run_build(events: Path, workdir: Path, args: argparse.Namespace, validate: bool) -> dict:
     """Build in a subprocess; return its manifest + wall time and peak RSS of the tree."""
-    cmd = [
-        sys.executable,
-        __file__,
-        "--child-build",
-        str(events),
-        "--workdir",
-        str(workdir),
-        "--master",
-        args.master,
-        "--driver-memory",
-        args.driver_memory,
-    ]
+    cmd = child_command("--child-build", events, workdir, args)
     if validate:
         cmd.append("--validate")
     return run_child(cmd, f"build of {events}")

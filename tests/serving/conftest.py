@@ -9,11 +9,14 @@ BentoML's store lives in a temporary BENTOML_HOME.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -61,6 +64,53 @@ def _index_bundle(bundle_dir: Path) -> None:
     attach_file(bundle_dir, INDEX_FILE, extra={"index": info.to_dict()})
 
 
+def register_production(root: Path, result: Any, cfg: Any, repo: Path) -> Path:
+    """Register a trained (and indexed) bundle in the registry at ``root`` as production;
+    returns the bundle's path in the registry."""
+    registry = Registry(root)
+    entry = registry.register(
+        result.bundle_dir,
+        metrics=result.metrics,
+        data_fingerprint="serving-tests",
+        config=cfg.model_dump(mode="json"),
+        code_version="tests",
+        lineage={"feature_repo": str(repo)},
+    )
+    registry.set_stage(PRODUCTION, entry.version)
+    return registry.bundle_path(entry.version)
+
+
+@contextmanager
+def serve_copy(
+    deployment: Deployment, tmp_path: Path, prefix: str, **env: str
+) -> Iterator[tuple[str, str]]:
+    """``bentoml serve`` of the deployment over a private copy of its feature repository (a
+    SQLite online store of its own) and a SQLite event store; yields (url, event store URL)."""
+    from tests.serving.servers import bentoml_serve, free_port
+
+    root = tmp_path / "features"
+    shutil.copytree(deployment.feature_root, root)
+    repo = render_repo(root, StoreSettings(project=unique(prefix)))
+    feast_io.apply(repo)
+    feast_io.materialize(repo)
+    store_url = f"sqlite:///{tmp_path / 'events.db'}"
+    env = {
+        "BENTOML_HOME": str(deployment.registry_root.parent / "bentoml"),
+        "MIREC_REGISTRY": str(deployment.registry_root),
+        "MIREC_FEATURE_REPO": str(repo),
+        "MIREC_EVENT_STORE": store_url,
+        "OMP_NUM_THREADS": "1",
+        **env,
+    }
+    try:
+        with bentoml_serve(
+            "serving.service:Recommender", free_port(), env, tmp_path / "serve.log"
+        ) as url:
+            yield url, store_url
+    finally:
+        feast_io.teardown(repo)
+
+
 @pytest.fixture(scope="session")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     """Build, train, index and register once per session."""
@@ -81,16 +131,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     cfg = from_dict(TRAIN_CONFIG)
     result = train(cfg, dataset, base / "run", vocab=vocab, progress=False)
     _index_bundle(result.bundle_dir)
-    registry = Registry(base / "registry")
-    entry = registry.register(
-        result.bundle_dir,
-        metrics=result.metrics,
-        data_fingerprint="serving-tests",
-        config=cfg.model_dump(mode="json"),
-        code_version="tests",
-        lineage={"feature_repo": str(repo)},
-    )
-    registry.set_stage(PRODUCTION, entry.version)
+    register_production(base / "registry", result, cfg, repo)
     try:
         yield Deployment(base / "registry", root, repo, dataset, vocab)
     finally:

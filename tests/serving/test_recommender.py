@@ -174,24 +174,14 @@ def test_new_item_is_retrievable_without_retraining(
 def _floor_registry(deployment: Deployment, name: str, root: Path) -> tuple[Path, Path]:
     """A registry whose production model is the ``name`` floor, trained and indexed."""
     from mirec.config import from_dict
-    from mirec.registry import PRODUCTION, Registry
     from mirec.training import train
-    from tests.serving.conftest import TRAIN_CONFIG, _index_bundle
+    from tests.serving.conftest import TRAIN_CONFIG, _index_bundle, register_production
 
     cfg = from_dict({**TRAIN_CONFIG, "model": {"name": name}})
     result = train(cfg, deployment.dataset, root / "run", vocab=deployment.vocab, progress=False)
     _index_bundle(result.bundle_dir)
-    registry = Registry(root / "registry")
-    entry = registry.register(
-        result.bundle_dir,
-        metrics=result.metrics,
-        data_fingerprint="serving-tests",
-        config=cfg.model_dump(mode="json"),
-        code_version="tests",
-        lineage={"feature_repo": str(deployment.repo)},
-    )
-    registry.set_stage(PRODUCTION, entry.version)
-    return root / "registry", registry.bundle_path(entry.version)
+    bundle = register_production(root / "registry", result, cfg, deployment.repo)
+    return root / "registry", bundle
 
 
 @pytest.mark.parametrize("name", ["itemknn", "popularity"])

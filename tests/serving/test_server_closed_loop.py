@@ -8,7 +8,6 @@ retraining pipeline's data steps (validate, feature build, training set) then tr
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from mirec.cli import main
 from mirec.config import TrainConfig
 from mirec.data.vocab import Vocabulary
 from mirec.features import feast_io
-from mirec.features.repo import Layout, StoreSettings, render_repo
+from mirec.features.repo import Layout
 from mirec.pipeline import data as steps
 from mirec.pipeline.io import read_dataset_dir, write_dataset_dir
 from mirec.schema import (
@@ -36,8 +35,7 @@ from mirec.schema import (
     TARGET_ITEM_IDS,
     USER_ID,
 )
-from tests.serving.conftest import Deployment, unique
-from tests.serving.servers import bentoml_serve, free_port
+from tests.serving.conftest import Deployment, serve_copy
 
 pytestmark = [
     pytest.mark.integration,
@@ -74,27 +72,9 @@ def _serve_and_click(url: str, users: list[str]) -> dict[str, list[dict[str, Any
 
 
 def test_served_clicks_are_in_the_next_training_set(deployment: Deployment, tmp_path: Path) -> None:
-    root = tmp_path / "features"
-    shutil.copytree(deployment.feature_root, root)
-    repo = render_repo(root, StoreSettings(project=unique("t_loop")))
-    feast_io.apply(repo)
-    feast_io.materialize(repo)
-    store_url = f"sqlite:///{tmp_path / 'events.db'}"
-    env = {
-        "BENTOML_HOME": str(deployment.registry_root.parent / "bentoml"),
-        "MIREC_REGISTRY": str(deployment.registry_root),
-        "MIREC_FEATURE_REPO": str(repo),
-        "MIREC_EVENT_STORE": store_url,
-        "OMP_NUM_THREADS": "1",
-    }
     users = sorted(deployment.dataset.events[USER_ID].astype(str).unique())[:6]
-    try:
-        with bentoml_serve(
-            "serving.service:Recommender", free_port(), env, tmp_path / "serve.log"
-        ) as url:
-            acks = _serve_and_click(url, users)
-    finally:
-        feast_io.teardown(repo)
+    with serve_copy(deployment, tmp_path, "t_loop") as (url, store_url):
+        acks = _serve_and_click(url, users)
 
     data = deployment.dataset
     base = write_dataset_dir(data.events, data.items, data.users, tmp_path / "batch")
