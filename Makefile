@@ -50,8 +50,8 @@ bench-features: $(STAMP) ## Spark feature build scaling, Feast lookup latency, v
 bench-index: $(STAMP) ## faiss index build / latency / recall at 1e5 and 1e6 items
 	$(PY) benchmarks/bench_index.py
 
-bench-feedback: $(STAMP) ## feedback path: durable appends (group commit) + Feast push, SQLite and Redis
-	OMP_NUM_THREADS=1 $(PY) benchmarks/bench_feedback.py
+bench-feedback: $(STAMP) ## feedback path: durable appends (group commit) + Feast push, SQLite and Redis, then over HTTP
+	OMP_NUM_THREADS=1 $(PY) benchmarks/bench_feedback.py --http 16
 
 bench-cold-start: $(STAMP) ## cold items (content tower) and cold users (MAIL) on ml-100k
 	$(PY) benchmarks/bench_cold_start.py --data $(SHARED_DATA)/ml-100k

@@ -9,7 +9,12 @@ A click counts once both returned (the acknowledgement). At the end every acknow
 must be in the store and every user's online ``num_events`` must have grown by exactly its
 acknowledged clicks. The HTTP layer (BentoML) is not part of this measurement.
 
+With ``--http N`` the same checks run against a real ``mirec serve`` driven by N keep-alive
+clients (``--http-seconds`` each): one ``POST /feedback`` per click, and the clicks of an
+answer in one ``POST /feedback/batch``.
+
     python benchmarks/bench_feedback.py [--seconds 20] [--producers 32] [--online sqlite redis]
+        [--http 16 --http-seconds 60 --http-modes single batch]
 
 Writes benchmarks/results/feedback.{json,md}, with the 1-minute load average before and after
 each run (the cores are shared).
@@ -189,9 +194,10 @@ def _commit_count(sink: GroupCommitWriter) -> int:
 
 
 async def _feedback_client(
-    host: str, port: int, users: list[str], stop: float, out: list[Any], seed: int
+    host: str, port: int, users: list[str], stop: float, out: list[Any], seed: int, batch: bool
 ) -> None:
-    """One keep-alive connection: ``/recommend`` (k 20), then a click on each answered item."""
+    """One keep-alive connection: ``/recommend`` (k 20), then a click on each answered item,
+    one ``/feedback`` request per click or all of them in one ``/feedback/batch``."""
     from bench_serving import _read_head
 
     reader, writer = await asyncio.open_connection(host, port)
@@ -214,11 +220,19 @@ async def _feedback_client(
             if status != 200:
                 continue
             answer = json.loads(raw)
-            for item in answer["items"]:
+            clicks = [{"request_id": answer["request_id"], "item_id": i} for i in answer["items"]]
+            if batch:
+                start = time.perf_counter()
+                status, raw = await post("/feedback/batch", {"events": clicks})
+                took = time.perf_counter() - start
+                out.append(("batch", status, took, None))
+                for ack in json.loads(raw)["events"] if status == 200 else []:
+                    out.append(("feedback", status, took, ack))
+                continue
+            for body in clicks:
                 if time.perf_counter() >= stop:
                     break
                 start = time.perf_counter()
-                body = {"request_id": answer["request_id"], "item_id": item, "event": "click"}
                 status, raw = await post("/feedback", body)
                 ack = json.loads(raw) if status == 200 else None
                 out.append(("feedback", status, time.perf_counter() - start, ack))
@@ -246,9 +260,15 @@ def _server(deployment: dict[str, Any], events: Path, log_path: Path, serving_di
 
 
 def run_http(
-    work: Path, seconds: float, concurrency: int, redis_url: str, serving_dir: str = ""
+    work: Path,
+    seconds: float,
+    concurrency: int,
+    redis_url: str,
+    serving_dir: str = "",
+    batch: bool = False,
 ) -> dict[str, Any]:
-    """``mirec serve`` with ``--events`` (SQLite) and a Redis online store, driven over HTTP."""
+    """``mirec serve`` with ``--events`` (SQLite) and a Redis online store, driven over HTTP;
+    ``batch``: each answer's clicks go in one ``/feedback/batch`` request."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_serving import build_deployment
 
@@ -269,7 +289,7 @@ def run_http(
             stop = began + seconds
             await asyncio.gather(
                 *(
-                    _feedback_client(host, int(port), users, stop, out, seed)
+                    _feedback_client(host, int(port), users, stop, out, seed, batch)
                     for seed in range(concurrency)
                 )
             )
@@ -286,13 +306,17 @@ def run_http(
         feast_io.teardown(repo)  # the Redis project; the next run builds a new deployment
         (work / "deployment.json").unlink(missing_ok=True)
     errors = sum(1 for r in out if r[1] != 200)
-    latencies = np.asarray([r[2] for r in out if r[0] == "feedback" and r[1] == 200]) * 1000
+    acked_kind = "batch" if batch else "feedback"  # the latency of the request that acked
+    latencies = np.asarray([r[2] for r in out if r[0] == acked_kind and r[1] == 200]) * 1000
     store = open_event_store(str(events))
     stored = set(store.read_events()[EVENT_ID])
     store.close()
     keys = {f"{a['request_id']}:{a['item_id']}:click" for a in acks}
+    feedback_requests = sum(1 for r in out if r[0] == acked_kind)
     return {
+        "mode": "batch" if batch else "single",
         "acknowledged": len(acks),
+        "feedback_requests_per_s": round(feedback_requests / elapsed, 1),
         "seconds": round(elapsed, 2),
         "events_per_s": round(len(acks) / elapsed, 1),
         "recommend_per_s": round(sum(1 for r in out if r[0] == "recommend") / elapsed, 1),
@@ -340,22 +364,30 @@ def write_results(results: dict[str, Any]) -> None:
             f"{r['push_ms_mean']} | {r['push_us_per_event']} | {r['lost_acknowledged']} | "
             f"{r['wrong_histories']} | {r['load_1m_before']} / {r['load_1m_after']} |"
         )
-    http = results.get("http")
-    if http:
+    http_runs = results.get("http") or []
+    if http_runs:
         lines += [
             "",
             f"Over HTTP: `mirec serve` (in-process mode, 1 worker, `--events` SQLite, Redis "
-            f"online store), {http['concurrency']} keep-alive clients each asking /recommend "
-            "(k 20) and then clicking every answered item:",
+            f"online store), {http_runs[0]['concurrency']} keep-alive clients each asking "
+            "/recommend (k 20) and then clicking every answered item: one `POST /feedback` per "
+            "click (single), or the answer's 20 clicks in one `POST /feedback/batch` (batch). "
+            "Ack ms is the latency of the request that acknowledged the click.",
             "",
-            "| feedback events/s | /recommend req/s | ack p50 ms | ack p99 ms | errors |"
-            " not pushed | lost acks | users with wrong history | load 1m before/after |",
-            "|---|---|---|---|---|---|---|---|---|",
-            f"| {http['events_per_s']:,} | {http['recommend_per_s']} | {http['ack_ms_p50']} | "
-            f"{http['ack_ms_p99']} | {http['errors']} | {http['not_pushed']} | "
-            f"{http['lost_acknowledged']} | {http['wrong_histories']} | "
-            f"{http['load_1m_before']} / {http['load_1m_after']} |",
+            "| mode | feedback events/s | feedback requests/s | /recommend req/s | ack p50 ms |"
+            " ack p99 ms | errors | not pushed | lost acks | users with wrong history |"
+            " load 1m before/after |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
+        for http in http_runs:
+            lines.append(
+                f"| {http['mode']} | {http['events_per_s']:,} | "
+                f"{http['feedback_requests_per_s']:,} | {http['recommend_per_s']} | "
+                f"{http['ack_ms_p50']} | {http['ack_ms_p99']} | {http['errors']} | "
+                f"{http['not_pushed']} | {http['lost_acknowledged']} | "
+                f"{http['wrong_histories']} | {http['load_1m_before']} / "
+                f"{http['load_1m_after']} |"
+            )
     lines += ["", f"Target: >= {TARGET_PER_S:,.0f} events/s sustained with no loss."]
     (RESULTS / "feedback.md").write_text("\n".join(lines) + "\n")
 
@@ -366,6 +398,10 @@ def main() -> None:
     parser.add_argument("--producers", type=int, default=32)
     parser.add_argument("--online", nargs="*", default=["sqlite", "redis"])
     parser.add_argument("--http", type=int, default=0, help="also over HTTP, this many clients")
+    parser.add_argument("--http-seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--http-modes", nargs="*", default=["single", "batch"], choices=["single", "batch"]
+    )
     parser.add_argument("--http-workdir", default=".mirec/bench_feedback_http")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--serving-dir", default="", help="mirec serve --serving-dir (HTTP)")
@@ -399,9 +435,13 @@ def main() -> None:
     if args.http:
         work = Path(args.http_workdir).resolve()
         work.mkdir(parents=True, exist_ok=True)
-        run = run_http(work, args.seconds, args.http, args.redis, args.serving_dir)
-        results["http"] = run
-        print("http", json.dumps(run))
+        results["http"] = []
+        for mode in args.http_modes:
+            run = run_http(
+                work, args.http_seconds, args.http, args.redis, args.serving_dir, mode == "batch"
+            )
+            results["http"].append(run)
+            print("http", json.dumps(run))
     results["generated"] = datetime.now(UTC).isoformat(timespec="seconds")
     write_results(results)
 

@@ -21,6 +21,8 @@ import bentoml
 from mirec.serving.app import ServingApp
 from mirec.serving.batching import MicroBatcher
 from mirec.serving.schemas import (
+    FeedbackBatchRequest,
+    FeedbackBatchResponse,
     FeedbackRequest,
     FeedbackResponse,
     ItemIn,
@@ -138,6 +140,23 @@ class EntryAPI:
         metrics.REQUESTS.labels("/feedback", version, "production", "200").inc()
         canary_metrics.observe_feedback(self.app, ack)
         return ack
+
+    @bentoml.api(
+        route="/feedback/batch", input_spec=FeedbackBatchRequest, output_spec=FeedbackBatchResponse
+    )
+    def feedback_batch(self, **body: Any) -> FeedbackBatchResponse:
+        """Several events in one durable append: ``{events: [{request_id, item_id, event}]}``."""
+        version = self.app.model.version
+        with metrics.REQUEST_SECONDS.labels("/feedback/batch", version).time():
+            try:
+                acks = self.app.feedback.record_many(FeedbackBatchRequest(**body).events)
+            except RequestError as exc:
+                metrics.REQUESTS.labels("/feedback/batch", version, "none", str(exc.status)).inc()
+                raise http_error(exc) from exc
+        metrics.REQUESTS.labels("/feedback/batch", version, "production", "200").inc()
+        for ack in acks:
+            canary_metrics.observe_feedback(self.app, ack)
+        return FeedbackBatchResponse(events=acks)
 
     @bentoml.api(route="/items")
     def items(self, items: list[ItemIn]) -> ItemsResponse:

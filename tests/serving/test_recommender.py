@@ -11,6 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from mirec.serving.app import ServingApp
+from mirec.serving.events import FeedbackEvent, open_event_store
 from mirec.serving.schemas import (
     SOURCE_COLD_START,
     SOURCE_MODEL,
@@ -152,6 +153,70 @@ def test_feedback_refuses_unknown_requests_and_items(app: ServingApp) -> None:
     with pytest.raises(RequestError) as err:
         app.feedback.record(FeedbackRequest(request_id=served.request_id, item_id=missing))
     assert err.value.status == 400 and "was not in the response" in str(err.value)
+
+
+class _CountingStore:
+    """A real SQLite event store that counts its appends (one durable write each)."""
+
+    def __init__(self, path: Path) -> None:
+        self.store = open_event_store(path)
+        self.appends: list[int] = []
+
+    def append(self, events: Sequence[FeedbackEvent]) -> object:
+        self.appends.append(len(events))
+        return self.store.append(events)
+
+    def clicks(self) -> list[tuple[str, str, int]]:
+        frame = self.store.read_events()
+        rows = frame[frame["event_type"] == "click"]
+        return [(str(r.user_id), str(r.item_id), int(r.position)) for r in rows.itertuples()]
+
+
+def test_feedback_batch_is_one_append_and_one_push_in_order(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    sink = _CountingStore(tmp_path / "events.db")
+    app = ServingApp.from_registry(deployment.registry_root, sink=sink)
+    users = [_user_with_history(app, deployment, i) for i in (6, 7)]
+    first, second = (app.recommend(RecommendRequest(user_id=u, k=10)) for u in users)
+    picks = [(first, 2), (second, 0), (first, 7), (first, 5), (second, 9)]
+    sink.appends.clear()  # the impressions of the two answers
+    acks = app.feedback.record_many(
+        [FeedbackRequest(request_id=a.request_id, item_id=a.items[pos]) for a, pos in picks]
+    )
+    assert sink.appends == [5]  # the whole batch in one durable write
+    assert [(a.user_id, a.position, a.pushed) for a in acks] == [
+        (users[0], 2, True), (users[1], 0, True), (users[0], 7, True),
+        (users[0], 5, True), (users[1], 9, True),
+    ]  # fmt: skip
+    stored = sorted(sink.clicks())
+    assert stored == sorted((a.user_id, a.item_id, a.position) for a in acks)
+    fresh = ServingApp.from_registry(deployment.registry_root)  # reads the online store again
+    online = fresh.histories.lookup(users)
+    expect_first = list(app.model.encode([first.items[p] for p in (2, 7, 5)]))
+    expect_second = list(app.model.encode([second.items[p] for p in (0, 9)]))
+    assert (online[users[0]].history or [])[-3:] == expect_first
+    assert (online[users[1]].history or [])[-2:] == expect_second
+
+
+def test_feedback_batch_is_all_or_nothing(deployment: Deployment, tmp_path: Path) -> None:
+    sink = _CountingStore(tmp_path / "events.db")
+    settings = ServingSettings(max_feedback_batch=3)
+    app = ServingApp.from_registry(deployment.registry_root, settings=settings, sink=sink)
+    served = app.recommend(RecommendRequest(user_id="nobody", k=3))
+    missing = next(i for i in map(str, range(1, 200)) if i not in served.items)
+    good = FeedbackRequest(request_id=served.request_id, item_id=served.items[0])
+    bad_item = FeedbackRequest(request_id=served.request_id, item_id=missing)
+    unknown = FeedbackRequest(request_id="e" * 32, item_id=served.items[1])
+    for batch, status, needle in [
+        ([good, bad_item], 400, "events[1]: item_id"),
+        ([good, good, unknown], 404, "events[2]: unknown request_id"),
+        ([good] * 4, 413, "events holds 4 events; at most 3"),
+    ]:
+        with pytest.raises(RequestError) as err:
+            app.feedback.record_many(batch)
+        assert err.value.status == status and needle in str(err.value)
+    assert sink.clicks() == []  # nothing of a refused batch was stored
 
 
 def test_new_item_is_retrievable_without_retraining(

@@ -87,7 +87,7 @@ def test_health_readiness_and_swagger_ui(served: Served) -> None:
     page = requests.get(f"{served.url}/", timeout=5)
     assert page.status_code == 200 and "swagger" in page.text.lower()
     schema = requests.get(f"{served.url}/schema.json", timeout=5).json()
-    assert {"/recommend", "/feedback", "/items"} <= set(schema["paths"])
+    assert {"/recommend", "/feedback", "/feedback/batch", "/items"} <= set(schema["paths"])
 
 
 def test_feedback_changes_the_next_recommendation_and_is_counted(served: Served) -> None:
@@ -111,6 +111,23 @@ def test_feedback_changes_the_next_recommendation_and_is_counted(served: Served)
     assert _metric(metrics, "mirec_request_seconds_count", endpoint="/recommend") >= 2
 
 
+def test_feedback_batch_records_every_event_in_order(served: Served) -> None:
+    user = served.users[5]
+    body = _post(served.url, "/recommend", {"user_id": user, "k": 10}).json()
+    clicked = [body["items"][6], body["items"][1]]
+    events = [{"request_id": body["request_id"], "item_id": item} for item in clicked]
+    got = _post(served.url, "/feedback/batch", {"events": events})
+    assert got.status_code == 200, got.text
+    acks = got.json()["events"]
+    assert [(a["item_id"], a["position"], a["pushed"]) for a in acks] == [
+        (clicked[0], 6, True), (clicked[1], 1, True),
+    ]  # fmt: skip
+    again = _post(served.url, "/recommend", {"user_id": user, "k": 10}).json()
+    assert not set(clicked) & set(again["items"])
+    metrics = requests.get(f"{served.url}/metrics", timeout=5).text
+    assert _metric(metrics, "mirec_requests_total", endpoint="/feedback/batch", status="200") >= 1
+
+
 BAD_REQUESTS = [
     ("/recommend", {"k": 5}, 400, "user_id"),
     ("/recommend", {"user_id": "1", "k": "five"}, 400, "k"),
@@ -125,6 +142,9 @@ BAD_REQUESTS = [
     ("/feedback", {"item_id": "1"}, 400, "request_id"),
     ("/feedback", {"request_id": "0" * 32, "item_id": "1"}, 404, "unknown request_id"),
     ("/feedback", {"request_id": "0" * 32, "item_id": "1", "event": "hug"}, 400, "event"),
+    ("/feedback/batch", {"events": []}, 400, "events"),
+    ("/feedback/batch", {"events": [{"item_id": "1"}]}, 400, "request_id"),
+    ("/feedback/batch", {"events": [{"request_id": "0" * 32, "item_id": "1"}]}, 404, "events[0]"),
     ("/items", {"items": [{"item_id": "new-1"}]}, 400, "similar_to"),
     ("/items", {"items": [{"item_id": "n", "similar_to": ["zz"]}]}, 400, "unknown item ids"),
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,6 +41,10 @@ class SequencePush(Protocol):
 
     def push_click(self, user_id: str, item_id: str, at: datetime) -> None:
         """Push the click; raises FeatureLookupError when the store refuses it."""
+        ...
+
+    def push_clicks(self, clicks: Sequence[tuple[str, str, datetime]]) -> list[str | None]:
+        """Push ``(user, item, at)`` clicks together; per click None or why it was not pushed."""
         ...
 
 
@@ -86,12 +91,28 @@ class FeastClickPush:
         Raises:
             FeatureLookupError: the item has no index online, the push failed or timed out.
         """
-        click = _Click(user_id, item_id, at)
-        self._queue.put(click)
-        if not click.done.wait(self.timeout_s):
-            raise FeatureLookupError(f"click of {item_id!r} not pushed in {self.timeout_s} s")
-        if click.error is not None:
-            raise click.error
+        (error,) = self.push_clicks([(user_id, item_id, at)])
+        if error is not None:
+            raise FeatureLookupError(error)
+
+    def push_clicks(self, clicks: Sequence[tuple[str, str, datetime]]) -> list[str | None]:
+        """Push several clicks (with whatever else is waiting); returns once all are pushed.
+
+        Returns:
+            per click, None when it is in the online history, else why it is not (no index
+            online for the item, the push failed, or it timed out).
+        """
+        waiting = [_Click(user, item, at) for user, item, at in clicks]
+        for click in waiting:
+            self._queue.put(click)
+        deadline = time.monotonic() + self.timeout_s
+        errors: list[str | None] = []
+        for click in waiting:
+            if not click.done.wait(max(0.0, deadline - time.monotonic())):
+                errors.append(f"click of {click.item_id!r} not pushed in {self.timeout_s} s")
+            else:
+                errors.append(None if click.error is None else str(click.error))
+        return errors
 
     def close(self) -> None:
         """Push what is queued, then stop the thread."""
@@ -156,7 +177,7 @@ def impressions(served: ServedRequest) -> list[FeedbackEvent]:
 
 
 class FeedbackHandler:
-    """Records feedback on served requests.
+    """Records feedback on served requests, one event or a batch at a time.
 
     Args:
         requests: this process's served requests; a request id it does not hold is looked up
@@ -165,6 +186,7 @@ class FeedbackHandler:
         histories: the user lookup; a click extends the cached sequence too.
         sink: the event store, or None.
         push: the online-sequence push, or None.
+        max_batch: the most events one ``record_many`` takes.
     """
 
     def __init__(
@@ -174,19 +196,48 @@ class FeedbackHandler:
         histories: ResilientHistories,
         sink: EventSink | None = None,
         push: SequencePush | None = None,
+        max_batch: int = 500,
     ) -> None:
         self.requests = requests
         self.model = model
         self.histories = histories
         self.sink = sink
         self.push = push
+        self.max_batch = max_batch
 
     def record(self, req: FeedbackRequest) -> FeedbackResponse:
-        """Store the event and, for a click, push the user's new sequence.
+        """Store the event and push the user's new sequence.
 
         Raises:
             RequestError: unknown request id (404) or an item that response did not hold (400).
         """
+        return self._record([self._event(req)])[0]
+
+    def record_many(self, reqs: Sequence[FeedbackRequest]) -> list[FeedbackResponse]:
+        """Store a batch of events in one durable append and push its clicks in one push.
+
+        All or nothing: every event is checked before any is stored, and an invalid one
+        refuses the batch, naming its position.
+
+        Raises:
+            RequestError: more than ``max_batch`` events (413), or ``events[i]`` names an
+                unknown request id (404) or an item its response did not hold (400).
+        """
+        if len(reqs) > self.max_batch:
+            raise RequestError(
+                f"events holds {len(reqs)} events; at most {self.max_batch} per request",
+                status=413,
+            )
+        events = []
+        for i, req in enumerate(reqs):
+            try:
+                events.append(self._event(req))
+            except RequestError as exc:
+                raise RequestError(f"events[{i}]: {exc}", status=exc.status) from exc
+        return self._record(events)
+
+    def _event(self, req: FeedbackRequest) -> tuple[ServedRequest, FeedbackEvent]:
+        """The stored form of ``req``, tied to the response it is about."""
         served = self.requests.get(req.request_id) or self._stored(req.request_id)
         if served is None:
             raise RequestError(f"unknown request_id {req.request_id!r}", status=404)
@@ -206,18 +257,25 @@ class FeedbackHandler:
             variant=served.variant,
             position=position,
         )
+        return served, event
+
+    def _record(self, events: list[tuple[ServedRequest, FeedbackEvent]]) -> list[FeedbackResponse]:
+        """Append the events durably, then extend their users' sequences (cache and online)."""
         if self.sink is not None:
-            self.sink.append([event])
-        pushed = self._extend_sequence(served, req.item_id, event.event_ts)
-        return FeedbackResponse(
-            request_id=served.request_id,
-            user_id=served.user_id,
-            item_id=req.item_id,
-            event=req.event,
-            position=position,
-            model_version=served.model_version,
-            pushed=pushed,
-        )
+            self.sink.append([event for _, event in events])
+        pushed = self._extend_sequences([event for _, event in events])
+        return [
+            FeedbackResponse(
+                request_id=served.request_id,
+                user_id=served.user_id,
+                item_id=event.item_id,
+                event=event.event_type,
+                position=event.position,
+                model_version=served.model_version,
+                pushed=ok,
+            )
+            for (served, event), ok in zip(events, pushed, strict=True)
+        ]
 
     def _stored(self, request_id: str) -> ServedRequest | None:
         """An answer of another serving process (or of this one before a restart), from the
@@ -225,15 +283,20 @@ class FeedbackHandler:
         lookup = getattr(self.sink, "served_request", None)
         return None if lookup is None else lookup(request_id)
 
-    def _extend_sequence(self, served: ServedRequest, item_id: str, at: datetime) -> bool:
-        idx = int(self.model.encode([item_id])[0])
-        current = self.histories.cached(served.user_id) or []
-        self.histories.remember(served.user_id, (current + [idx])[-self.model.max_len :])
+    def _extend_sequences(self, events: list[FeedbackEvent]) -> list[bool]:
+        """Append each event's item to its user's cached and online sequence, in order;
+        per event whether the online push took it."""
+        for event in events:
+            idx = int(self.model.encode([event.item_id])[0])
+            current = self.histories.cached(event.user_id) or []
+            self.histories.remember(event.user_id, (current + [idx])[-self.model.max_len :])
         if self.push is None:
-            return False
-        try:
-            self.push.push_click(served.user_id, item_id, at)
-        except FeatureLookupError as exc:
-            log.error("click of %s by %s not pushed online: %s", item_id, served.user_id, exc)
-            return False
-        return True
+            return [False] * len(events)
+        clicks = [(e.user_id, e.item_id, e.event_ts) for e in events]
+        errors = self.push.push_clicks(clicks)
+        for event, error in zip(events, errors, strict=True):
+            if error is not None:
+                log.error(
+                    "click of %s by %s not pushed online: %s", event.item_id, event.user_id, error
+                )
+        return [error is None for error in errors]

@@ -76,6 +76,23 @@ class FeedbackResponse(BaseModel):
     pushed: bool
 
 
+class FeedbackBatchRequest(_Strict):
+    """``POST /feedback/batch``: events on items of earlier responses, stored in one write.
+
+    A client that buffers its users' clicks (a page's beacon queue, a mobile app's outbox)
+    sends them together: one request, one durable append, one online push. The batch is
+    atomic: an invalid event refuses the whole request and nothing of it is stored.
+    """
+
+    events: list[FeedbackRequest] = Field(min_length=1)
+
+
+class FeedbackBatchResponse(BaseModel):
+    """What each event of the batch was recorded as, in request order."""
+
+    events: list[FeedbackResponse]
+
+
 class ItemIn(_Strict):
     """One item of ``POST /items``: its id and, for a new item, items it resembles."""
 

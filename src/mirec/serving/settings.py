@@ -14,6 +14,7 @@ class ServingSettings:
         max_k: the largest ``k`` a request may ask for.
         max_exclude: the most ids a request may exclude.
         max_body_bytes: request bodies above this size are refused (413).
+        max_feedback_batch: the most events one ``POST /feedback/batch`` may hold.
         unknown_users: ``"popularity"`` serves a user the online store does not know from the
             cold-start hook or popularity; ``"reject"`` answers 404.
         lookup_retry_s: after a failed online lookup, the store is not asked again for this
@@ -31,6 +32,7 @@ class ServingSettings:
     max_k: int = 200
     max_exclude: int = 1_000
     max_body_bytes: int = 64 * 1024
+    max_feedback_batch: int = 500
     unknown_users: Literal["popularity", "reject"] = "popularity"
     lookup_retry_s: float = 1.0
     cache_users: int = 100_000
