@@ -211,7 +211,7 @@ class FeedbackHandler:
         Raises:
             RequestError: unknown request id (404) or an item that response did not hold (400).
         """
-        return self._record([self._event(req)])[0]
+        return self._record([self._event(req, self._served(req.request_id))])[0]
 
     def record_many(self, reqs: Sequence[FeedbackRequest]) -> list[FeedbackResponse]:
         """Store a batch of events in one durable append and push its clicks in one push.
@@ -228,17 +228,25 @@ class FeedbackHandler:
                 f"events holds {len(reqs)} events; at most {self.max_batch} per request",
                 status=413,
             )
+        answers: dict[str, ServedRequest | None] = {}  # each request id looked up once
         events = []
         for i, req in enumerate(reqs):
+            if req.request_id not in answers:
+                answers[req.request_id] = self._served(req.request_id)
             try:
-                events.append(self._event(req))
+                events.append(self._event(req, answers[req.request_id]))
             except RequestError as exc:
                 raise RequestError(f"events[{i}]: {exc}", status=exc.status) from exc
         return self._record(events)
 
-    def _event(self, req: FeedbackRequest) -> tuple[ServedRequest, FeedbackEvent]:
-        """The stored form of ``req``, tied to the response it is about."""
-        served = self.requests.get(req.request_id) or self._stored(req.request_id)
+    def _served(self, request_id: str) -> ServedRequest | None:
+        """The answer ``request_id`` names: this process's, else the event store's."""
+        return self.requests.get(request_id) or self._stored(request_id)
+
+    def _event(
+        self, req: FeedbackRequest, served: ServedRequest | None
+    ) -> tuple[ServedRequest, FeedbackEvent]:
+        """The stored form of ``req``, tied to ``served``, the response it is about."""
         if served is None:
             raise RequestError(f"unknown request_id {req.request_id!r}", status=404)
         position = served.position(req.item_id)
@@ -261,9 +269,10 @@ class FeedbackHandler:
 
     def _record(self, events: list[tuple[ServedRequest, FeedbackEvent]]) -> list[FeedbackResponse]:
         """Append the events durably, then extend their users' sequences (cache and online)."""
+        stored = [event for _, event in events]
         if self.sink is not None:
-            self.sink.append([event for _, event in events])
-        pushed = self._extend_sequences([event for _, event in events])
+            self.sink.append(stored)
+        pushed = self._extend_sequences(stored)
         return [
             FeedbackResponse(
                 request_id=served.request_id,
@@ -286,8 +295,8 @@ class FeedbackHandler:
     def _extend_sequences(self, events: list[FeedbackEvent]) -> list[bool]:
         """Append each event's item to its user's cached and online sequence, in order;
         per event whether the online push took it."""
-        for event in events:
-            idx = int(self.model.encode([event.item_id])[0])
+        indices = self.model.encode([event.item_id for event in events])
+        for event, idx in zip(events, indices.tolist(), strict=True):
             current = self.histories.cached(event.user_id) or []
             self.histories.remember(event.user_id, (current + [idx])[-self.model.max_len :])
         if self.push is None:
