@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -302,6 +303,28 @@ def test_redis_serves_the_same_features_as_sqlite(built: FeastBuild, tmp_path: P
     finally:
         feast_io.teardown(repo)
     assert not any(project.encode() in key for key in client.scan_iter(count=1000))
+
+
+def test_serving_store_fails_fast_when_redis_is_gone(built: FeastBuild, tmp_path: Path) -> None:
+    import socket
+
+    from mirec.errors import FeatureLookupError
+    from mirec.serving.lookup import FeastHistories
+
+    with socket.socket() as sock:  # a port nothing listens on: a Redis that died
+        sock.bind(("127.0.0.1", 0))
+        dead = f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
+    root = tmp_path / "dead_redis_repo"
+    shutil.copytree(built.layout.root, root)
+    settings = StoreSettings(project=built.store.project, online_store="redis", redis_url=dead)
+    repo = render_repo(root, settings)
+    client = feast_io.open_serving_store(repo).provider.online_store._client
+    assert client.connection_pool.connection_kwargs["socket_timeout"] == feast_io.ONLINE_TIMEOUT_S
+    histories = FeastHistories(repo, warm=False)
+    started = time.monotonic()
+    with pytest.raises(FeatureLookupError, match="Connection refused"):
+        histories.histories(["u1"])
+    assert time.monotonic() - started < 4  # redis-py's default retry backs off for 8-11 s
 
 
 @pytest.mark.postgres

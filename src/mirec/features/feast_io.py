@@ -46,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 _KEY = "_entity_row"
 MATERIALIZE_BATCH_ROWS = 20_000
+ONLINE_TIMEOUT_S = 1.0  # a request path's connect and read limit on a Redis online store
 _WARMUP_ID = "__mirec_warmup__"
 # What a user without any earlier event gets in a training frame.
 _EMPTY_USER_FEATURES: dict[str, Any] = {
@@ -62,6 +63,31 @@ def open_store(repo: str | Path) -> FeatureStore:
     from feast import FeatureStore
 
     return FeatureStore(repo_path=str(require_repo(repo)))
+
+
+def open_serving_store(repo: str | Path, timeout_s: float = ONLINE_TIMEOUT_S) -> FeatureStore:
+    """``open_store`` for request paths: a Redis online store fails fast instead of stalling.
+
+    redis-py's default client retries a refused or timed-out command 3 times with exponential
+    backoff (about 8-11 s before it raises), and waits forever on a server that stops
+    answering. A request path needs the error at once, to fall back (``ResilientHistories``).
+    Here the client retries once, immediately (a pooled connection the server closed), and
+    each connect and read gives up after ``timeout_s``. A SQLite online store is unchanged.
+    """
+    from feast.infra.online_stores.redis import RedisOnlineStore
+
+    store = open_store(repo)
+    online = store.provider.online_store
+    if isinstance(online, RedisOnlineStore):
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        client = online._get_client(store.config.online_store)  # Feast's own, cached client
+        client.connection_pool.connection_kwargs.update(
+            socket_connect_timeout=timeout_s, socket_timeout=timeout_s
+        )
+        client.set_retry(Retry(NoBackoff(), 1))
+    return store
 
 
 @contextlib.contextmanager

@@ -49,7 +49,7 @@ import pandas as pd
 
 from mirec.data.events import event_timestamps_us, read_events_parquet
 from mirec.errors import ConfigError, DataValidationError, FeatureLookupError
-from mirec.features.feast_io import open_store
+from mirec.features.feast_io import open_serving_store
 from mirec.features.repo import read_manifest
 from mirec.schema import (
     BEHAVIOUR_EVENT_TYPES,
@@ -169,9 +169,12 @@ class FreshHistories:
 
     @classmethod
     def from_repo(cls, repo: str | Path) -> FreshHistories:
-        """Over a built repository, with the ``hist_len`` of its build manifest."""
+        """Over a built repository, with the ``hist_len`` of its build manifest.
+
+        The store fails fast (``open_serving_store``): pushes run on the request path.
+        """
         hist_len = int(read_manifest(repo).get("hist_len", DEFAULT_MAX_LEN))
-        return cls(open_store(repo), hist_len=hist_len)
+        return cls(open_serving_store(repo), hist_len=hist_len)
 
     def push_clicks(self, clicks: pd.DataFrame) -> PushReport:
         """Append each user's clicks to their online history and push the new rows.

@@ -4,7 +4,9 @@
 ``ResilientHistories`` wraps any source: it remembers the last sequence it saw per user (an
 in-process LRU), and when the store fails it answers from that cache (or "unknown") with
 ``degraded=True`` instead of raising; it then leaves the store alone for
-``retry_s`` seconds and tries again, so recovery is automatic when the store returns.
+``retry_s`` seconds and lets one request try again, so recovery is automatic when the store
+returns. ``FeastHistories`` opens its store with ``open_serving_store``: a Redis client that
+raises within a second, instead of redis-py's default retry with backoff (8-11 s).
 """
 
 from __future__ import annotations
@@ -45,11 +47,11 @@ class FeastHistories:
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
 
-        from mirec.features.feast_io import open_store
+        from mirec.features.feast_io import open_serving_store
 
         self._key, self._value = EntityKey, Value  # feast imports late (seconds)
         self.repo = Path(repo)
-        self.store = open_store(self.repo)
+        self.store = open_serving_store(self.repo)
         service = self.store.get_feature_service(USER_TOWER_FS)
         views = [
             projection.name
@@ -122,7 +124,8 @@ class ResilientHistories:
         self.retry_s = retry_s
         self._cache: OrderedDict[str, list[int]] = OrderedDict()
         self._lock = threading.Lock()
-        self._down_until = 0.0
+        self._down_until = 0.0  # 0.0: up; else when the next probe may run
+        self._probe = threading.Lock()  # held by the one request probing a down store
         self.failures = 0
 
     @property
@@ -131,19 +134,27 @@ class ResilientHistories:
         return time.monotonic() >= self._down_until
 
     def lookup(self, user_ids: Sequence[str]) -> dict[str, Lookup]:
-        """Sequences of ``user_ids``; from the cache, flagged degraded, when the store fails."""
-        if self.store_up:
-            try:
-                found = self.source.histories(user_ids)
-            except FeatureLookupError as exc:
-                self._mark_down(exc)
-            else:
-                if self._down_until:
-                    log.warning("online store is back after %d failed lookups", self.failures)
-                    self._down_until, self.failures = 0.0, 0
-                self._remember(found)
-                return {u: Lookup(found.get(u), False, False) for u in user_ids}
-        return {u: self._from_cache(u) for u in user_ids}
+        """Sequences of ``user_ids``; from the cache, flagged degraded, when the store fails.
+
+        While the store is down, one request at a time probes it after each ``retry_s``
+        window; the others answer from the cache meanwhile instead of waiting on it too.
+        """
+        probe = self._probe if self._down_until else None
+        if not self.store_up or (probe is not None and not probe.acquire(blocking=False)):
+            return {u: self._from_cache(u) for u in user_ids}
+        try:
+            found = self.source.histories(user_ids)
+        except FeatureLookupError as exc:
+            self._mark_down(exc)
+            return {u: self._from_cache(u) for u in user_ids}
+        finally:
+            if probe is not None:
+                probe.release()
+        if self._down_until:
+            log.warning("online store is back after %d failed lookups", self.failures)
+            self._down_until, self.failures = 0.0, 0
+        self._remember(found)
+        return {u: Lookup(found.get(u), False, False) for u in user_ids}
 
     def remember(self, user_id: str, history: list[int]) -> None:
         """Record a sequence known to be current (e.g. after a pushed click)."""
