@@ -76,7 +76,8 @@ class ModelConfig(_Frozen):
     dropout: float = Field(0.2, ge=0, lt=1)
     routing_iters: int = Field(3, ge=1)
     use_attributes: bool = False  # item tower adds pooled attribute embeddings (attribute_pool)
-    norm: Literal["pre", "post"] = "pre"  # SASRec blocks: pre-LN or post-LN (BERT, S3-Rec)
+    norm: Literal["pre", "pre_in", "post"] = "pre"  # SASRec: pre-LN (+ input LN) or post-LN
+    linear_init: Literal["torch", "normal"] = "torch"  # user tower Linears: torch's or N(0, .02)
     attribute_pool: Literal["mean", "sum"] = "mean"  # item tower: how attribute tokens combine
     item_tower: Literal["id", "content"] = "id"  # content: mirec.models.content_tower
     content: ContentConfig = ContentConfig()

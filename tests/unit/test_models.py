@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mirec.config import ModelConfig
+from mirec.config import ContentConfig, ModelConfig
 from mirec.data.batches import SeqBatch, pad_left
 from mirec.errors import ConfigError, DataValidationError
 from mirec.models import MODELS, build_model
@@ -74,7 +74,7 @@ def test_score_all_is_max_over_interests(name: str) -> None:
         assert torch.allclose(model.score_all(batch), expected.max(1).values, atol=1e-5)
 
 
-@pytest.mark.parametrize("norm", ["pre", "post"])
+@pytest.mark.parametrize("norm", ["pre", "pre_in", "post"])
 def test_sasrec_is_causal(norm: str) -> None:
     model = _model("sasrec", norm=norm).eval()
     a = _batch([[3, 7, 1, 9, 4]])
@@ -96,6 +96,48 @@ def test_sasrec_post_norm_is_padding_invariant_and_differs_from_pre() -> None:
         assert torch.allclose(tight, wide, atol=1e-5)
         assert not torch.allclose(tight, pre.user_vectors(_batch(HISTORIES)), atol=1e-3)
     assert post.state_dict().keys() == pre.state_dict().keys()
+
+
+def test_sasrec_pre_in_normalises_the_input_embeddings() -> None:
+    pre_in = _model("sasrec", norm="pre_in").eval()
+    pre = _model("sasrec", norm="pre").eval()  # same seed: the same weights but ln_in
+    assert set(pre_in.state_dict()) - set(pre.state_dict()) == {
+        "user_tower.ln_in.weight",
+        "user_tower.ln_in.bias",
+    }
+    with torch.no_grad():
+        pre_in.user_tower.item_tower.embedding.weight.mul_(10.0)  # LN undoes the input's scale
+        pre.user_tower.item_tower.embedding.weight.mul_(10.0)
+        wide = _batch(HISTORIES, width=17)
+        assert torch.allclose(
+            pre_in.user_vectors(_batch(HISTORIES)), pre_in.user_vectors(wide), atol=1e-5
+        )
+        assert not torch.allclose(
+            pre_in.user_vectors(_batch(HISTORIES)), pre.user_vectors(_batch(HISTORIES)), atol=1e-3
+        )
+
+
+def test_normal_linear_init_covers_the_user_tower_only() -> None:
+    content = ContentConfig(max_attrs=2, text_tokens=2, attr_buckets=10, text_buckets=10)
+    tokens = torch.randint(0, 10, (NUM_ITEMS + 1, 4), generator=torch.Generator().manual_seed(1))
+    towers = []
+    for init in ("torch", "normal"):
+        torch.manual_seed(0)
+        cfg = ModelConfig(
+            name="sasrec", dim=16, ffn_dim=32, linear_init=init, item_tower="content",
+            content=content,
+        )  # fmt: skip
+        towers.append(build_model(cfg, NUM_ITEMS, item_attributes=tokens, max_len=20))
+    default, normal = towers
+    user = dict(normal.user_tower.blocks.named_parameters())
+    weights = [p for name, p in user.items() if name.endswith("weight") and p.dim() == 2]
+    biases = [p for name, p in user.items() if "ln_" not in name and name.endswith("bias")]
+    assert weights and all(abs(float(p.detach().std()) - 0.02) < 0.005 for p in weights)
+    assert biases and all(float(p.detach().abs().max()) == 0.0 for p in biases)
+    for (name, a), b in zip(
+        default.item_tower.named_parameters(), normal.item_tower.parameters(), strict=True
+    ):
+        assert torch.equal(a, b), name  # same seed: the item tower is untouched
 
 
 def test_sasrec_refuses_unknown_norm() -> None:

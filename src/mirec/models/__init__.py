@@ -18,7 +18,7 @@ from mirec.models.cold_start import attach_zero_shot
 from mirec.models.comirec import ComiRecDR, ComiRecSA
 from mirec.models.content_tower import build_item_tower
 from mirec.models.intents import IntentCentres
-from mirec.models.item_tower import ItemTower
+from mirec.models.item_tower import EMBED_INIT_STD, ItemTower
 from mirec.models.mind import MIND
 from mirec.models.multi_tower import MultiTower
 from mirec.models.sasrec import SASRec
@@ -69,6 +69,19 @@ MODELS: dict[str, Callable[[ModelConfig, ItemTower, int], nn.Module]] = {
 CAUSAL_MODELS = frozenset({"sasrec"})
 
 
+def normal_linear_init(user_tower: nn.Module, item_tower: nn.Module) -> None:
+    """The user tower's own ``nn.Linear`` layers: weights N(0, 0.02), biases 0 (S3-Rec code).
+
+    The shared item tower inside it keeps its own initialisation.
+    """
+    shared = {id(m) for m in item_tower.modules()}
+    for layer in user_tower.modules():
+        if isinstance(layer, nn.Linear) and id(layer) not in shared:
+            nn.init.normal_(layer.weight, std=EMBED_INIT_STD)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+
+
 def build_model(
     cfg: ModelConfig,
     num_items: int,
@@ -103,6 +116,8 @@ def build_model(
         cfg.item_tower, num_items, cfg.dim, attrs, cfg.attribute_pool, cfg.content
     )
     user_tower = MODELS[cfg.name](cfg, item_tower, max_len)
+    if cfg.linear_init == "normal":
+        normal_linear_init(user_tower, item_tower)
     if cfg.num_intents:  # ELCRec centres: parameters of the user tower, saved with it
         user_tower.add_module("intents", IntentCentres(cfg.num_intents, cfg.dim))
     model = TwoTower(item_tower, user_tower, causal=cfg.name in CAUSAL_MODELS)
