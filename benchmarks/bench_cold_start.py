@@ -4,8 +4,9 @@ Cold items (docs/protocols.md): 10% of the items withheld from training; the con
 and without multi-view pretraining against popularity, a randomly initialised item tower and the
 attributes of a trained id+attribute model, on test users whose target is withheld (cold) and
 on the others (warm). Cold users: 10% of the users withheld; 0, 1, 3, 5 first events as history;
-the MAIL blend (weight chosen on the validation cold users) against the plain user tower,
-popularity and demographic popularity. Every model is trained once per seed (``--seeds``,
+MAIL (the zero-shot tower refitted and the blend weight chosen on the validation cold users by
+the training run, ``mirec.training.zero_shot``, as ``mirec train`` does) against the plain user
+tower, popularity and demographic popularity. Every model is trained once per seed (``--seeds``,
 default 0,1,2); the tables give mean ± std over the seeds (the withheld items and users are the
 same for every seed, only the training randomness changes). Each seed's result is kept under
 ``--work`` (``seed<k>.json``); ``--reuse`` reads those instead of training again, so seeds can run
@@ -18,7 +19,6 @@ benchmarks/results/cold_start_<dataset>.{json,md}.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import platform
@@ -38,29 +38,20 @@ from mirec.data.splits import EvalData, build_sequences
 from mirec.data.vocab import Vocabulary
 from mirec.evaluate import Scorer, evaluate_scorer
 from mirec.models.baselines import Popularity
-from mirec.models.cold_start import (
-    DemographicPopularity,
-    ItemOverrideScorer,
-    ZeroShotScorer,
-    zero_shot_tower,
-)
+from mirec.models.cold_start import DemographicPopularity, ItemOverrideScorer, ZeroShotScorer
 from mirec.models.content_tower import ContentItemTower
 from mirec.models.two_tower import TwoTower
-from mirec.objectives.mail import fit_zero_shot
 from mirec.schema import ITEM_ID
 from mirec.tables import format_table
-from mirec.training import Prepared, data_fingerprint, train_worker
+from mirec.training import Prepared, TrainResult, data_fingerprint, train_worker
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 CONFIGS = {"ml-100k": ("ml100k_content", "ml100k_mail"), "Beauty": ("beauty_content", None)}
 ITEM_KEYS = ("recall@20", "recall@50", "ndcg@20", "ndcg@50")
 USER_KEYS = ("recall@20", "recall@50", "hr@20", "hr@50")
-BLENDS = (0.1, 0.25, 0.5, 0.75, 1.0)
 PARTS = {"items": "cold_items", "users": "cold_users"}
 MAIL = "MAIL (zero-shot at 0, blend at 1-5)"
-# the zero-shot refit: 10-epoch chunks, up to 50 epochs, for each share of hidden profile tokens
-REFIT_CHUNK, REFIT_CHUNKS, REFIT_LR, REFIT_TOKEN_DROPS = 10, 5, 2e-3, (0.0, 0.5, 0.75)
 ID_ATTR = "id + attributes model (cold = sum of attribute embeddings)"
 log = logging.getLogger("bench_cold_start")
 
@@ -70,15 +61,23 @@ def _metrics(scorer: Scorer, data: EvalData, cfg: TrainConfig, keys: tuple[str, 
     return {k: out[k] for k in keys} | {"users": len(data.user_ids)}
 
 
-def _train(cfg: TrainConfig, prep: Prepared, out: Path) -> tuple[TwoTower, dict[str, float]]:
+def _run(
+    cfg: TrainConfig, prep: Prepared, out: Path
+) -> tuple[ModelBundle, TrainResult, dict[str, float]]:
+    """Train one model; its bundle, result and timing."""
     started = time.perf_counter()
     result = train_worker(cfg, prep, out, progress=False)
-    model = ModelBundle.load(result.bundle_dir).model
+    bundle = ModelBundle.load(result.bundle_dir)
     timing = {
         "train_s": round(result.train_seconds, 1),
         "wall_s": round(time.perf_counter() - started, 1),
     }
-    return model, timing | {"best_epoch": result.best_epoch}
+    return bundle, result, timing | {"best_epoch": result.best_epoch}
+
+
+def _train(cfg: TrainConfig, prep: Prepared, out: Path) -> tuple[TwoTower, dict[str, float]]:
+    bundle, _, timing = _run(cfg, prep, out)
+    return bundle.model, timing
 
 
 def _item_rows(scorer: Scorer, cis: ColdItemSplit, cfg: TrainConfig) -> dict[str, Any]:
@@ -157,99 +156,46 @@ def _override(cfg: TrainConfig, tree: dict[str, Any]) -> TrainConfig:
 
 
 def cold_users(ds: Any, cfg: TrainConfig, work: Path) -> dict[str, Any]:
-    """Train the ranking tower with the zero-shot tower; evaluate at each history length."""
+    """Train the ranking tower with the zero-shot tower; evaluate at each history length.
+
+    The training run itself refits the zero-shot tower and chooses the blend weight on the
+    validation cold users (``mirec.training.zero_shot.refit_and_choose``, as ``mirec train``
+    does): the MAIL row scores the bundle it wrote, with the blend its config carries.
+    """
     vocab = Vocabulary.build(ds.items[ITEM_ID].astype(str))
     cus = split_cold_users(build_sequences(ds.events, vocab), vocab.size, cfg.data.max_len)
     zs = cfg.model.zero_shot
     train_profiles = user_profile_matrix(ds.users, cus.split.train.user_ids, zs)
-    prep = Prepared(vocab, cus.split, None, data_fingerprint(ds.events), train_profiles)
-    model, timing = _train(cfg, prep, work / "mail")
-    refit = _refit_zero_shot(ds, model, cus, train_profiles, cfg)
+    valid_profiles = user_profile_matrix(ds.users, cus.split.valid.user_ids, zs)
+    fp = data_fingerprint(ds.events)
+    prep = Prepared(vocab, cus.split, None, fp, train_profiles, valid_profiles)
+    bundle, result, timing = _run(cfg, prep, work / "mail")
+    if result.zero_shot is None:
+        raise RuntimeError("the training run made no zero-shot choice (see its log)")
+    model, served = bundle.model, bundle.config  # the kept zero-shot state, the chosen blend
 
-    def scorers(data: EvalData, blend: float) -> dict[str, Scorer]:
+    def scorers(data: EvalData) -> dict[str, Scorer]:
         profiles = torch.from_numpy(user_profile_matrix(ds.users, data.user_ids, zs))
-        blended = _override(cfg, {"model": {"zero_shot": {**zs.model_dump(), "blend": blend}}})
         return {
             "Popularity": Popularity(cus.split.item_counts),
             "demographic popularity": DemographicPopularity(
                 cus.split.train.sequences, train_profiles, vocab.size, profiles
             ),
             "user tower alone": model,
-            MAIL: ZeroShotScorer(model, blended.model, profiles),
+            MAIL: ZeroShotScorer(model, served.model, profiles),
         }
 
-    valid_mail = {
-        w: np.mean(
-            [
-                _metrics(
-                    scorers(cus.valid[h], w)[MAIL],
-                    cus.valid[h],
-                    cfg,
-                    USER_KEYS,
-                )["recall@50"]
-                for h in (1, 3)
-            ]
-        )
-        for w in BLENDS
-    }
-    best = max(valid_mail, key=lambda w: valid_mail[w])
     table: dict[str, dict[int, dict]] = {}
     for h, data in cus.test.items():
-        for name, scorer in scorers(data, best).items():
+        for name, scorer in scorers(data).items():
             table.setdefault(name, {})[h] = _metrics(scorer, data, cfg, USER_KEYS)
+    choice = result.zero_shot
     return {
-        "blend_valid_recall@50": valid_mail,
-        "blend": best,
-        "refit": refit,
+        "blend": choice["blend"],
+        "refit": choice["refit"],
+        "zero_shot": choice,
         "rows": table,
         "timing": timing,
-    }
-
-
-def _refit_zero_shot(
-    ds: Any, model: TwoTower, cus: Any, train_profiles: np.ndarray, cfg: TrainConfig
-) -> dict[str, Any]:
-    """Refit the zero-shot tower on the trained ranking tower (``fit_zero_shot``) from its
-    co-trained state, for each profile-token drop in ``REFIT_TOKEN_DROPS``, in chunks of
-    ``REFIT_CHUNK`` epochs; keep the state with the best validation recall@50 at 0 events
-    (0 epochs = co-training alone)."""
-    tower = zero_shot_tower(model)
-    valid = cus.valid[0]
-    profiles = torch.from_numpy(user_profile_matrix(ds.users, valid.user_ids, cfg.model.zero_shot))
-
-    def score() -> float:
-        scorer = ZeroShotScorer(model, cfg.model, profiles)
-        return float(_metrics(scorer, valid, cfg, USER_KEYS)["recall@50"])
-
-    seqs = [torch.from_numpy(s) for s in cus.split.train.sequences]
-    train_p = torch.from_numpy(train_profiles)
-    started = time.perf_counter()
-    co_trained = copy.deepcopy(tower.state_dict())
-    curve: dict[str, float] = {"co-trained": score()}
-    best_key, best_state = "co-trained", co_trained
-    for drop in REFIT_TOKEN_DROPS:
-        tower.load_state_dict(co_trained)
-        for chunk in range(1, REFIT_CHUNKS + 1):
-            fit_zero_shot(
-                model,
-                tower,
-                seqs,
-                train_p,
-                cfg.data.max_len,
-                REFIT_CHUNK,
-                REFIT_LR,
-                cfg.seed + chunk,
-                token_drop=drop,
-            )
-            key = f"drop {drop}, {chunk * REFIT_CHUNK} epochs"
-            curve[key] = score()
-            if curve[key] > curve[best_key]:
-                best_key, best_state = key, copy.deepcopy(tower.state_dict())
-    tower.load_state_dict(best_state)
-    return {
-        "valid_h0_recall@50": curve,
-        "chosen": best_key,
-        "seconds": round(time.perf_counter() - started, 1),
     }
 
 
@@ -286,7 +232,7 @@ def aggregate(per_seed: dict[int, dict[str, Any]], part: str) -> dict[str, Any]:
     rows: dict[str, Any] = {}
     for path, vs in values.items():
         _set(rows, path, {"mean": float(np.mean(vs)), "std": float(np.std(vs)), "n": len(vs)})
-    per_seed_only = ("rows", "timing", "blend", "blend_valid_recall@50", "refit")
+    per_seed_only = ("rows", "timing", "blend", "blend_valid_recall@50", "refit", "zero_shot")
     out = {k: v for k, v in runs[0].items() if k not in per_seed_only}
     return out | {"rows": rows, "seeds": len(runs)}
 

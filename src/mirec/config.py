@@ -56,6 +56,31 @@ class ZeroShotConfig(_Frozen):
     lr: float = Field(5e-4, gt=0)  # its own Adam (MAIL: half the ranking tower's rate)
     max_history: int = Field(5, ge=0)  # users with 1..max_history events get the blend
     blend: float = Field(0.5, ge=0, le=1)  # weight of the zero-shot vectors in the blend
+    # after training (mirec.training.zero_shot), on the validation users: refit the zero-shot
+    # tower on the frozen ranking tower, from its co-trained state, for each share of hidden
+    # profile tokens in chunks of epochs; keep the best state at 0 events, then choose the blend
+    refit_token_drops: tuple[float, ...] = (0.0, 0.5, 0.75)
+    refit_chunk_epochs: int = Field(10, ge=1)  # validated after every chunk
+    refit_chunks: int = Field(5, ge=0)  # chunks per token share; 0: keep the co-trained state
+    refit_lr: float = Field(2e-3, gt=0)
+    blends: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 1.0)  # candidates; empty: keep blend
+    blend_history: tuple[int, ...] = (1, 3)  # validation history lengths the blend is chosen on
+
+    @model_validator(mode="after")
+    def _check_choice(self) -> ZeroShotConfig:
+        if any(not 0 <= d < 1 for d in self.refit_token_drops):
+            raise ValueError(
+                f"model.zero_shot.refit_token_drops must be in [0, 1), got "
+                f"{list(self.refit_token_drops)}"
+            )
+        if any(not 0 <= w <= 1 for w in self.blends):
+            raise ValueError(f"model.zero_shot.blends must be in [0, 1], got {list(self.blends)}")
+        if self.blends and (not self.blend_history or min(self.blend_history) < 1):
+            raise ValueError(
+                "model.zero_shot.blend_history needs history lengths >= 1, got "
+                f"{list(self.blend_history)}"
+            )
+        return self
 
 
 class ModelConfig(_Frozen):

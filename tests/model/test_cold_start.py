@@ -1,7 +1,8 @@
-"""Behaviour of the cold-start towers on planted synthetic data, and the bundle round trip."""
+"""Behaviour of the cold-start towers on planted synthetic data, and the bundle round trips."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,16 +12,17 @@ import torch
 from mirec.bundle import ModelBundle
 from mirec.config import load
 from mirec.data.attributes import content_matrix, user_profile_matrix
+from mirec.data.batches import SeqBatch, pad_left
 from mirec.data.cold_splits import split_cold_items, split_cold_users
 from mirec.data.splits import build_sequences
 from mirec.data.synthetic import generate
 from mirec.data.vocab import Vocabulary
 from mirec.evaluate import evaluate_scorer
 from mirec.models.baselines import Popularity
-from mirec.models.cold_start import DemographicPopularity, ZeroShotScorer, zero_shot_tower
-from mirec.objectives.mail import fit_zero_shot
+from mirec.models.cold_start import DemographicPopularity, ZeroShotScorer, known_items
 from mirec.schema import ITEM_ID
 from mirec.training import Prepared, data_fingerprint, train, train_worker
+from mirec.training.zero_shot import CO_TRAINED
 
 SMALL = [
     "model.dim=32",
@@ -77,32 +79,81 @@ def test_cold_item_is_retrieved_by_users_of_its_attribute(planted, tmp_path: Pat
     assert cold_recall > pop["recall@20"] + 0.05
 
 
+MAIL = [*SMALL, "model.name=comirec_sa", "model.zero_shot.enabled=true",
+        "model.zero_shot.hidden=64", "model.zero_shot.lr=0.002", "data.protocol=A"]  # fmt: skip
+
+
 def test_mail_at_zero_events_beats_popularity(planted, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    cfg = load(
-        None,
-        [*SMALL, "model.name=comirec_sa", "model.zero_shot.enabled=true",
-         "model.zero_shot.hidden=64", "model.zero_shot.lr=0.002", "optim.max_epochs=6",
-         "data.protocol=A"],
-    )  # fmt: skip
+    cfg = load(None, [*MAIL, "optim.max_epochs=6"])
     vocab = Vocabulary.build(planted.items[ITEM_ID])
     cus = split_cold_users(build_sequences(planted.events, vocab), vocab.size, 20, 0.15, seed=2)
     zs = cfg.model.zero_shot
     profiles = user_profile_matrix(planted.users, cus.split.train.user_ids, zs)
-    prep = Prepared(vocab, cus.split, None, data_fingerprint(planted.events), profiles)
+    valid_profiles = user_profile_matrix(planted.users, cus.split.valid.user_ids, zs)
+    fp = data_fingerprint(planted.events)
+    prep = Prepared(vocab, cus.split, None, fp, profiles, valid_profiles)
     result = train_worker(cfg, prep, tmp_path, progress=False)
-    model = ModelBundle.load(result.bundle_dir).model
     # co-training alone leaves the zero-shot tower behind the moving ranking space (measured
-    # 0.37 recall@20, under demographic popularity's 0.41); the refit on the final tower aligns it
-    seqs = [torch.from_numpy(s) for s in cus.split.train.sequences]
-    fit_zero_shot(model, zero_shot_tower(model), seqs, torch.from_numpy(profiles), 20, 25, 2e-3)
+    # 0.37 recall@20, under demographic popularity's 0.41); the refit on the final tower that
+    # training runs after it (mirec.training.zero_shot) aligns it
+    assert result.zero_shot is not None and result.zero_shot["refit"]["chosen"] != CO_TRAINED
+    bundle = ModelBundle.load(result.bundle_dir)
+    model = bundle.model
     data = cus.test[0]
     test_profiles = torch.from_numpy(user_profile_matrix(planted.users, data.user_ids, zs))
-    mail = evaluate_scorer(ZeroShotScorer(model, cfg.model, test_profiles), data, cfg.eval, 20)
+    scorer = ZeroShotScorer(model, bundle.config.model, test_profiles)
+    mail = evaluate_scorer(scorer, data, cfg.eval, 20)
     pop = evaluate_scorer(Popularity(cus.split.item_counts), data, cfg.eval, 20)
     demo = DemographicPopularity(cus.split.train.sequences, profiles, vocab.size, test_profiles)
     demographic = evaluate_scorer(demo, data, cfg.eval, 20)
     assert mail["recall@20"] > pop["recall@20"] * 1.2
     assert mail["recall@20"] > demographic["recall@20"]  # the profile floor, not just popularity
+
+
+def _history_vectors(bundle: ModelBundle, item_ids: list[str]) -> np.ndarray:
+    """The ranking tower's interest vectors [K, D] of one history of external item ids."""
+    items = known_items(bundle.vocab, item_ids)
+    hist = pad_left([items], bundle.config.data.max_len)
+    batch = SeqBatch(hist, torch.tensor([len(items)]), torch.zeros(1, dtype=torch.long))
+    with torch.no_grad():
+        return bundle.model.eval().user_vectors(batch)[0].numpy()
+
+
+def test_train_bundles_the_refitted_zero_shot_tower_and_the_chosen_blend(  # type: ignore[no-untyped-def]
+    planted, tmp_path: Path
+) -> None:
+    # one epoch of co-training, as ml-100k's ranking tower gets in 2 minutes: the refit wins
+    grid = ["optim.max_epochs=1", "model.zero_shot.refit_token_drops=[0.0, 0.5]",
+            "model.zero_shot.refit_chunks=2", "model.zero_shot.refit_chunk_epochs=10"]  # fmt: skip
+    result = train(load(None, [*MAIL, *grid]), planted, tmp_path / "refit", progress=False)
+    no_refit = ["model.zero_shot.refit_chunks=0", "model.zero_shot.blends=[]"]
+    plain = train(load(None, [*MAIL, *grid, *no_refit]), planted, tmp_path / "co", progress=False)
+    choice, co = result.zero_shot, plain.zero_shot
+    assert choice is not None and co is not None
+    assert choice["refit"]["chosen"] != CO_TRAINED and co["refit"]["chosen"] == CO_TRAINED
+    curve = choice["refit"]["valid_h0_recall@20"]
+    assert curve[choice["refit"]["chosen"]] > curve[CO_TRAINED]  # the refit won on validation
+    assert set(choice["blend_valid_recall@20"]) == {"0.1", "0.25", "0.5", "0.75", "1.0"}
+    refit, co_trained = ModelBundle.load(result.bundle_dir), ModelBundle.load(plain.bundle_dir)
+    ranking_same, zero_shot_same = [], []
+    for key, value in refit.model.state_dict().items():
+        same = torch.equal(value, co_trained.model.state_dict()[key])
+        (zero_shot_same if key.startswith("zero_shot.") else ranking_same).append(same)
+    assert all(ranking_same) and not all(zero_shot_same)  # only the zero-shot tower moved
+    blend = choice["blend"]
+    assert refit.config.model.zero_shot.blend == blend == result.metrics["zero_shot/blend"]
+    assert co_trained.config.model.zero_shot.blend == 0.5  # no candidates: the configured one
+    assert refit.extra["zero_shot"] == choice
+    assert json.loads((tmp_path / "refit" / "result.json").read_text())["zero_shot"] == choice
+    refit.save(tmp_path / "again")
+    again = ModelBundle.load(tmp_path / "again")
+    profile = ["segment=s1", "age=a2"]
+    cold = again.user_vectors_from_profile(profile)
+    np.testing.assert_allclose(cold, refit.user_vectors_from_profile(profile))
+    assert not np.allclose(cold, co_trained.user_vectors_from_profile(profile))
+    two = again.user_vectors_from_profile(profile, ["1", "2"])
+    served = (1 - blend) * _history_vectors(again, ["1", "2"]) + blend * cold
+    np.testing.assert_allclose(two, served, rtol=1e-5, atol=1e-6)  # the bundle's blend serves
 
 
 def test_bundle_round_trips_both_cold_start_towers(tmp_path: Path) -> None:

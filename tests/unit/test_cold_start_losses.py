@@ -17,6 +17,8 @@ from mirec.data.attributes import (
     text_tokens,
     user_profile_matrix,
 )
+from mirec.data.cold_splits import cut_at_lengths
+from mirec.data.splits import EvalData, TrainData
 from mirec.data.vocab import Vocabulary
 from mirec.errors import ConfigError, DataValidationError
 from mirec.models import build_model
@@ -39,6 +41,7 @@ from mirec.objectives.multiview import (
     rescale_content,
 )
 from mirec.schema import ITEM_ATTRIBUTES, ITEM_ID, ITEM_TEXT, USER_ATTRIBUTES, USER_ID
+from mirec.training.zero_shot import CO_TRAINED, refit_and_choose
 
 
 def test_info_nce_matches_hand_computed_value() -> None:
@@ -172,6 +175,14 @@ def test_config_rules_for_cold_start() -> None:
         load(None, ["model.zero_shot.enabled=true"])
     cfg = load(None, ["model.name=mind", "model.item_tower=content", "pretrain.epochs=1"])
     assert cfg.model.content.id_dropout == 0.5 and np.isclose(cfg.pretrain.temperature, 0.05)
+    with pytest.raises(ConfigError, match="refit_token_drops"):
+        load(None, ["model.zero_shot.refit_token_drops=[0.5, 1.0]"])
+    with pytest.raises(ConfigError, match="blends"):
+        load(None, ["model.zero_shot.blends=[0.5, 1.5]"])
+    with pytest.raises(ConfigError, match="blend_history"):
+        load(None, ["model.zero_shot.blend_history=[0, 3]"])
+    zs = load(None, ["model.zero_shot.blends=[]", "model.zero_shot.blend_history=[]"])
+    assert zs.model.zero_shot.blends == () and zs.model.zero_shot.refit_chunks == 5
 
 
 def test_content_tower_starts_as_the_attribute_sum_plus_the_text_mean() -> None:
@@ -211,6 +222,39 @@ def test_zero_shot_refit_changes_only_the_zero_shot_tower() -> None:
     for k, v in model.state_dict().items():
         if k in ranking:
             assert torch.equal(v, ranking[k]), k
+
+
+def _toy_cold_users(num_users: int, seed: int) -> tuple[dict[int, EvalData], np.ndarray]:
+    """Toy validation cold users (12 items) at h = 0, 1, 3 and their profiles [U, 2]."""
+    rng = np.random.default_rng(seed)
+    seqs = [rng.choice(np.arange(1, 13), size=6, replace=False) for _ in range(num_users)]
+    users = [str(u) for u in range(num_users)]
+    return cut_at_lengths(users, seqs, (0, 1, 3)), rng.integers(1, 8, size=(num_users, 2))
+
+
+def test_refit_and_choose_keeps_the_best_state_and_returns_the_chosen_blend() -> None:
+    cfg = load(None, ["model.name=comirec_sa", "model.dim=8", "model.num_interests=2",
+                      "model.zero_shot.enabled=true", "model.zero_shot.hidden=16",
+                      "model.zero_shot.refit_token_drops=[0.0]", "model.zero_shot.refit_chunks=2",
+                      "model.zero_shot.refit_chunk_epochs=3", "data.max_len=10",
+                      "model.zero_shot.blends=[0.25, 1.0]", "eval.metric=recall@5"])  # fmt: skip
+    model = attach_zero_shot(cfg.model, build_model(cfg.model, 12, None, 10))
+    train_rows, train_profiles = _toy_cold_users(20, 0)
+    train = TrainData(train_rows[0].user_ids, train_rows[0].targets)
+    valid, valid_profiles = _toy_cold_users(10, 1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    choice = refit_and_choose(model, cfg, train, train_profiles, valid, valid_profiles)
+    assert set(choice.refit_curve) == {CO_TRAINED, "drop 0.0, 3 epochs", "drop 0.0, 6 epochs"}
+    assert choice.refit_curve[choice.refit] == max(choice.refit_curve.values())
+    kept = (0.0, 0) if choice.refit == CO_TRAINED else (0.0, int(choice.refit.split()[2]))
+    assert (choice.token_drop, choice.refit_epochs) == kept
+    assert choice.blend_curve[str(choice.blend)] == max(choice.blend_curve.values())
+    assert choice.cfg.model.zero_shot.blend == choice.blend and cfg.model.zero_shot.blend == 0.5
+    moved = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
+    assert all(k.startswith("zero_shot.") for k in moved)
+    assert bool(moved) == (choice.refit != CO_TRAINED)
+    assert choice.metrics()["zero_shot/valid_h0/recall@5"] == choice.refit_curve[choice.refit]
+    assert choice.summary()["refit"]["chosen"] == choice.refit
 
 
 def test_rescale_content_scales_every_content_vector_exactly() -> None:

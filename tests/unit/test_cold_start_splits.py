@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mirec.data.cold_splits import split_cold_items, split_cold_users, withheld
-from mirec.data.splits import UserSequences
+from mirec.config import DataConfig
+from mirec.data.cold_splits import (
+    held_out_at_lengths,
+    split_cold_items,
+    split_cold_users,
+    withheld,
+)
+from mirec.data.splits import UserSequences, split_users
 from mirec.errors import ConfigError
 
 
@@ -63,3 +69,18 @@ def test_cold_users_are_held_out_and_cut_at_each_history_length() -> None:
             seq = seqs.items[int(user) - 1]
             assert hist.tolist() == seq[:h].tolist() and target.tolist() == seq[h:].tolist()
     assert set(out.split.test.user_ids) == test  # protocol A cut of the same users
+
+
+def test_protocol_a_held_out_users_are_cut_at_each_history_length() -> None:
+    seqs = _seqs([list(range(1, 3 + u % 6)) for u in range(400)])  # 2..7 events
+    split = split_users(seqs, 20, DataConfig(protocol="A"))
+    out = held_out_at_lengths(split.valid, (0, 1, 3))
+    whole = {u: seqs.items[int(u) - 1] for u in split.valid.user_ids}
+    kept = [u for u in split.valid.user_ids if len(whole[u]) > 3]
+    assert 0 < len(kept) < len(split.valid)  # users with <= 3 events are left out
+    for h in (0, 1, 3):
+        data = out[h]
+        assert list(data.user_ids) == kept  # the same users in the same order at every h
+        for user, hist, target in zip(data.user_ids, data.histories, data.targets, strict=True):
+            assert hist.tolist() == whole[user][:h].tolist()
+            assert target.tolist() == whole[user][h:].tolist()

@@ -5,7 +5,9 @@ the leave-one-out cut of protocol B on the full sequence (test target = last eve
 second-to-last); withheld items are removed from the training sequences and from every history,
 and the evaluation rows are split by whether the target is withheld. Cold users: a seeded share
 of the users is withheld from training (another share for validation); each gets its first
-h events (h in 0, 1, 3, 5) as history and the rest as targets. See docs/protocols.md.
+h events (h in 0, 1, 3, 5) as history and the rest as targets (``cut_at_lengths``);
+``held_out_at_lengths`` cuts the held-out users of a protocol A split the same way (what a
+training run chooses its zero-shot tower on). See docs/protocols.md.
 """
 
 from __future__ import annotations
@@ -173,13 +175,10 @@ def split_cold_users(
     if too_short:
         log.info("cold users: %d withheld users have <= %d events and train", too_short, longest)
 
-    def cut_at(part: str, h: int | None) -> EvalData:
-        rows = held[part]
-        cuts = [math.floor(history_fraction * len(s)) if h is None else h for _, s in rows]
-        return _eval_rows(
-            [u for u, _ in rows],
-            [s[:c] for (_, s), c in zip(rows, cuts, strict=True)],
-            [s[c:] for (_, s), c in zip(rows, cuts, strict=True)],
+    def protocol_a(part: str) -> EvalData:
+        users, sequences = [u for u, _ in held[part]], [s for _, s in held[part]]
+        return _cut_rows(
+            users, sequences, [math.floor(history_fraction * len(s)) for s in sequences]
         )
 
     counts = np.bincount(np.concatenate(train), minlength=num_items + 1).astype(np.int64)
@@ -188,11 +187,14 @@ def split_cold_users(
         max_len,
         num_items,
         TrainData(np.asarray(train_users, dtype=object), train),
-        cut_at("valid", None),
-        cut_at("test", None),
+        protocol_a("valid"),
+        protocol_a("test"),
         counts,
     )
-    by_length = {p: {h: cut_at(p, h) for h in history_lengths} for p in ("valid", "test")}
+    by_length = {
+        p: cut_at_lengths([u for u, _ in held[p]], [s for _, s in held[p]], history_lengths)
+        for p in ("valid", "test")
+    }
     log.info(
         "cold users: %d train, %d valid, %d test users",
         len(train_users),
@@ -200,3 +202,62 @@ def split_cold_users(
         len(held["test"]),
     )
     return ColdUserSplit(split, by_length["valid"], by_length["test"])
+
+
+def _cut_rows(
+    users: Sequence[str], sequences: Sequence[np.ndarray], cuts: Sequence[int]
+) -> EvalData:
+    """Rows with each user's first ``cuts[i]`` events as history and the rest as targets."""
+    return _eval_rows(
+        list(users),
+        [s[:c] for s, c in zip(sequences, cuts, strict=True)],
+        [s[c:] for s, c in zip(sequences, cuts, strict=True)],
+    )
+
+
+def cut_at_lengths(
+    users: Sequence[str], sequences: Sequence[np.ndarray], history_lengths: Sequence[int]
+) -> dict[int, EvalData]:
+    """The cold-user rows of whole sequences at each history length.
+
+    Args:
+        users: U external user ids.
+        sequences: their U whole sequences (int64 item indices, oldest first), each longer
+            than ``max(history_lengths)``.
+        history_lengths: the lengths h.
+
+    Returns:
+        h -> rows of the same users in the same order: the first h events as history, all the
+        rest as targets.
+    """
+    return {h: _cut_rows(users, sequences, [h] * len(sequences)) for h in history_lengths}
+
+
+def held_out_at_lengths(data: EvalData, history_lengths: Sequence[int]) -> dict[int, EvalData]:
+    """Protocol A held-out users (valid or test rows) re-cut at each history length.
+
+    A protocol A row's history and targets are its user's whole sequence in order, so the
+    users of ``data`` become cold users as ``split_cold_users`` cuts them; those with no more
+    than ``max(history_lengths)`` events have no target at every length and are left out.
+
+    Args:
+        data: protocol A rows (``Split.valid`` or ``Split.test`` of ``split_users``).
+        history_lengths: the lengths h.
+
+    Returns:
+        h -> rows (``cut_at_lengths``) of the users long enough, in the order of ``data``.
+    """
+    longest = max(history_lengths)
+    users, sequences = [], []
+    for user, hist, target in zip(data.user_ids, data.histories, data.targets, strict=True):
+        if len(hist) + len(target) > longest:
+            users.append(user)
+            sequences.append(np.concatenate([hist, target]))
+    if len(users) < len(data):
+        log.info(
+            "cold users: %d of %d held-out users have <= %d events and are left out",
+            len(data) - len(users),
+            len(data),
+            longest,
+        )
+    return cut_at_lengths(users, sequences, history_lengths)

@@ -1,7 +1,8 @@
 """Training: the loop, DDP launch, optimiser and schedule.
 
 ``train(cfg, dataset, out_dir)`` is the one entry point: one process runs ``loop.train_worker``,
-``num_workers > 1`` runs it under torchrun (``ddp.launch``).
+``num_workers > 1`` runs it under torchrun (``ddp.launch``). A MAIL zero-shot tower is refitted
+and its blend chosen on the validation users after training (``refit_and_choose``).
 """
 
 from __future__ import annotations
@@ -21,10 +22,13 @@ from mirec.training.prepare import (
     prepare_from_training_set,
 )
 from mirec.training.result import TrainResult, peak_rss_mb, read_result, write_result
+from mirec.training.zero_shot import ZeroShotChoice, choose_zero_shot, refit_and_choose
 
 __all__ = [
     "Prepared",
     "TrainResult",
+    "ZeroShotChoice",
+    "choose_zero_shot",
     "data_fingerprint",
     "num_examples",
     "peak_rss_mb",
@@ -32,6 +36,7 @@ __all__ = [
     "prepare",
     "prepare_from_training_set",
     "read_result",
+    "refit_and_choose",
     "train",
     "train_worker",
     "write_result",

@@ -8,7 +8,9 @@ same global batch and takes its share of the rows; rank 0 alone evaluates, logs 
 ``optim.device`` places the model and every batch (``mirec.training.device``). The checkpoint
 holds every random state (per rank), so a resumed run continues exactly as an uninterrupted one.
 The floors (``model.name`` popularity / itemknn) are fitted from the training sequences in one
-pass instead of trained, and bundled the same way.
+pass instead of trained, and bundled the same way. A MAIL zero-shot tower is refitted and its
+blend chosen on the validation users after the ranking tower is trained
+(``mirec.training.zero_shot``), before the bundle is written.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from mirec.training.device import (
 from mirec.training.optim import ParamEMA, ScheduleHorizon, build_optimizer, build_scheduler
 from mirec.training.prepare import Prepared
 from mirec.training.result import TrainResult, peak_rss_mb, write_result
+from mirec.training.zero_shot import choose_zero_shot
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
@@ -480,12 +483,15 @@ def _finish(
     """Test the kept weights, then write the bundle (from the CPU), curve and ``result.json``.
 
     ``valid`` is the validation of a model without epochs (a floor); otherwise the best
-    epoch's history row holds it.
+    epoch's history row holds it. A zero-shot tower is then refitted and its blend chosen on
+    the validation users (``choose_zero_shot``): the bundle saves the kept state and the
+    config with the chosen blend, the metrics and ``result.json`` record the choice.
     """
     if st.best_state is not None:
         model.load_state_dict(st.best_state)
     model.eval()
     metrics: dict[str, float] = {}
+    choice = None
     if rank == 0:
         if valid is None:
             best = next((h for h in st.history or [] if h["epoch"] == st.best_epoch), {})
@@ -500,6 +506,10 @@ def _finish(
         model.cpu()
         metrics.update({f"test/{k}": v for k, v in test.items()})
         metrics.update({f"test_ref/{k}": v for k, v in ref.items()})
+        choice = choose_zero_shot(model, cfg, prep)  # None without a zero-shot tower
+        if choice is not None:
+            cfg = choice.cfg
+            metrics.update(choice.metrics())
     result = TrainResult(
         bundle_dir=out / "bundle",
         metrics=metrics,
@@ -508,8 +518,12 @@ def _finish(
         train_seconds=st.elapsed,
         examples_per_second=st.examples / st.elapsed if st.elapsed else 0.0,
         peak_rss_mb=peak_rss_mb(),
+        zero_shot=None if choice is None else choice.summary(),
     )
     if rank == 0:
+        extra: dict[str, Any] = {"best_epoch": st.best_epoch}
+        if result.zero_shot is not None:
+            extra["zero_shot"] = result.zero_shot
         bundle = ModelBundle(
             model,
             cfg,
@@ -517,7 +531,7 @@ def _finish(
             prep.item_attributes,
             metrics,
             prep.data_fingerprint,
-            extra={"best_epoch": st.best_epoch},
+            extra=extra,
         )
         bundle.save(result.bundle_dir)
         plot_training_curve(result.history, cfg.eval.metric, out / "training_curve.png")

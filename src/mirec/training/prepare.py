@@ -44,6 +44,7 @@ class Prepared:
     item_attributes: np.ndarray | None
     data_fingerprint: str
     user_profiles: np.ndarray | None = None  # hashed, rows of split.train (model.zero_shot)
+    valid_profiles: np.ndarray | None = None  # hashed, rows of split.valid (model.zero_shot)
 
 
 def data_fingerprint(events: pd.DataFrame) -> str:
@@ -60,10 +61,13 @@ def prepare(cfg: TrainConfig, dataset: Dataset, vocab: Vocabulary | None = None)
     split = make_split(dataset, vocab, cfg.data)
     content = cfg.model.content if cfg.model.item_tower == "content" else None
     attrs = item_feature_matrix(dataset.items, vocab, cfg.model.use_attributes, content)
-    profiles = None
+    profiles = valid_profiles = None
     if cfg.model.zero_shot.enabled:
-        profiles = user_profile_matrix(dataset.users, split.train.user_ids, cfg.model.zero_shot)
-    return Prepared(vocab, split, attrs, data_fingerprint(dataset.events), profiles)
+        zs = cfg.model.zero_shot
+        profiles = user_profile_matrix(dataset.users, split.train.user_ids, zs)
+        valid_profiles = user_profile_matrix(dataset.users, split.valid.user_ids, zs)
+    fingerprint = data_fingerprint(dataset.events)
+    return Prepared(vocab, split, attrs, fingerprint, profiles, valid_profiles)
 
 
 def _flat(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:

@@ -20,6 +20,7 @@ class TrainResult:
     train_seconds: float
     examples_per_second: float
     peak_rss_mb: float
+    zero_shot: dict[str, Any] | None = None  # the refit and blend chosen (mirec.training.zero_shot)
 
 
 def peak_rss_mb() -> float:
