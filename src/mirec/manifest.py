@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -78,9 +79,24 @@ def read_manifest(directory: Path) -> BundleManifest:
     return BundleManifest.parse(raw, f"bundle {directory}: {MANIFEST}", BundleMismatchError)
 
 
-def verify_files(directory: Path, manifest: BundleManifest) -> None:
-    """Check that every file listed in the manifest exists with the recorded checksum."""
-    for name, expected in manifest.files.items():
+def verify_files(
+    directory: Path, manifest: BundleManifest, names: Iterable[str] | None = None
+) -> None:
+    """Check that files of the bundle exist with the checksums the manifest records.
+
+    Args:
+        directory: the bundle directory.
+        manifest: its manifest.
+        names: the files to check, each of which the manifest must list (a loader that reads
+            only some files checks those); None checks every listed file.
+
+    Raises:
+        BundleMismatchError: a file is not listed, missing or corrupt.
+    """
+    for name in manifest.files if names is None else names:
+        expected = manifest.files.get(name)
+        if expected is None:
+            raise BundleMismatchError(f"bundle {directory}: file {name} is not in the manifest")
         path = directory / name
         if not path.is_file():
             raise BundleMismatchError(f"bundle {directory}: file {name} is missing")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from mirec.bundle import ModelBundle
+from mirec.bundle import ITEM_TOWER_FILE, USER_TOWER_FILE, ModelBundle
 from mirec.config import load
 from mirec.data.attributes import content_matrix, user_profile_matrix
 from mirec.data.batches import SeqBatch, pad_left
@@ -18,10 +18,11 @@ from mirec.data.splits import build_sequences
 from mirec.data.synthetic import generate
 from mirec.data.vocab import Vocabulary
 from mirec.evaluate import evaluate_scorer
+from mirec.models import build_model
 from mirec.models.baselines import Popularity
 from mirec.models.cold_start import DemographicPopularity, ZeroShotScorer, known_items
 from mirec.schema import ITEM_ID
-from mirec.training import Prepared, data_fingerprint, train, train_worker
+from mirec.training import Prepared, data_fingerprint, prepare, train, train_worker
 from mirec.training.zero_shot import CO_TRAINED
 
 SMALL = [
@@ -181,3 +182,57 @@ def test_bundle_round_trips_both_cold_start_towers(tmp_path: Path) -> None:
     assert not np.allclose(warm, second.user_vectors_from_profile(["segment=s1"]))
     np.testing.assert_allclose(second.item_vectors(), first.item_vectors(), atol=1e-6)
     assert int(second.model.item_tower.has_id.sum()) > 0
+
+
+@pytest.mark.parametrize(
+    "item_side",
+    [["model.item_tower=content"], ["model.use_attributes=true", "model.attribute_pool=sum"]],
+    ids=["content", "id+attributes"],
+)
+def test_item_side_with_content_or_attributes_and_user_side_with_zero_shot_load_alone(
+    item_side: list[str], tmp_path: Path
+) -> None:
+    """Untrained but non-trivial towers: the item file carries the content (or attribute)
+    tables and the id flags, the user file the zero-shot tower; each side alone gives the
+    whole model's vectors."""
+    dataset = generate(num_users=60, num_items=40, num_clusters=3, mean_len=8, seed=5)
+    overrides = ["model.dim=16", "model.num_interests=2", "model.zero_shot.enabled=true"]
+    cfg = load(None, [*overrides, "model.name=mind", "data.protocol=A", *item_side])
+    prep = prepare(cfg, dataset)
+    assert prep.item_attributes is not None
+    torch.manual_seed(3)
+    attrs = torch.from_numpy(prep.item_attributes)
+    model = build_model(cfg.model, prep.vocab.size, attrs, cfg.data.max_len)
+    content = cfg.model.item_tower == "content"
+    if content:  # ids for the trained items, and a mix that is not the zero start
+        model.item_tower.set_known_items(torch.from_numpy(prep.split.item_counts))  # type: ignore[operator]
+        torch.nn.init.normal_(model.item_tower.mix[2].weight, std=0.2)  # type: ignore[index]
+    built = ModelBundle(model.eval(), cfg, prep.vocab, prep.item_attributes)
+    out = built.save(tmp_path / "bundle")
+    item_keys = torch.load(out / ITEM_TOWER_FILE, weights_only=True).keys()
+    user_keys = torch.load(out / USER_TOWER_FILE, weights_only=True).keys()
+    assert ("has_id" in item_keys) == content and ("attr_embedding.weight" in item_keys) != content
+    assert any(k.startswith("zero_shot.") for k in user_keys)
+    assert not any("item_tower." in k for k in user_keys)
+    items = ModelBundle.load_item_tower(out)
+    np.testing.assert_array_equal(items.item_vectors(), built.item_vectors())
+    if content:
+        new = [["cluster=1", "brand=b4"], ["price=p2"]], ["a new item", ""]
+        np.testing.assert_array_equal(
+            items.item_vectors_from_content(*new), built.item_vectors_from_content(*new)
+        )
+    users = ModelBundle.load_user_tower(out)
+    histories = [list(h) for h in prep.split.test.histories[:8]] + [[]]
+    np.testing.assert_allclose(
+        users.user_vectors(histories), built.user_vectors(histories), rtol=1e-5, atol=1e-6
+    )
+    profile, recent = ["segment=s1", "age=a2"], [prep.vocab.ids[0], prep.vocab.ids[5]]
+    for events in ([], recent):
+        np.testing.assert_allclose(
+            users.user_vectors_from_profile(profile, events),
+            built.user_vectors_from_profile(profile, events),
+            rtol=1e-5,
+            atol=1e-6,
+        )
+    whole = ModelBundle.load(out)
+    np.testing.assert_array_equal(whole.score_users(histories), built.score_users(histories))

@@ -60,6 +60,7 @@ def test_popularity_bundle_is_served_by_its_index(data, tmp_path) -> None:
     counts = prepare(cfg, data, bundle.vocab).split.item_counts
     items = bundle.item_vectors()
     np.testing.assert_array_equal(items[:, 0], counts.astype(np.float32))
+    np.testing.assert_array_equal(ModelBundle.load_item_tower(bundle.path).item_vectors(), items)
     assert bundle.model.index_serves
     index, _ = build_index(items[1:], np.arange(1, len(items)), cfg.index)
     user = np.ones((1, 1, 1), dtype=np.float32)
@@ -81,6 +82,9 @@ def test_itemknn_bundle_scores_users_exactly(data, tmp_path) -> None:
         hist = torch.as_tensor(h[-cfg.data.max_len :], dtype=torch.long).unsqueeze(0)
         batch_scores = direct.score_all(_single(hist))
         np.testing.assert_array_equal(scores[row], batch_scores[0].numpy())
+    users = ModelBundle.load_user_tower(bundle.path)  # neighbour tables: the user side's file
+    assert not users.index_serves
+    np.testing.assert_array_equal(users.score_users(histories), scores)
 
 
 def _single(hist: torch.Tensor):

@@ -11,13 +11,24 @@ import numpy as np
 import pytest
 import torch
 
-from mirec.bundle import ITEM_VECS_FILE, MANIFEST, MODEL_FILE, ModelBundle
+from mirec.bundle import (
+    ITEM_TOWER_FILE,
+    ITEM_VECS_FILE,
+    MANIFEST,
+    MODEL_FILE,
+    USER_TOWER_FILE,
+    ModelBundle,
+)
 from mirec.config import load
 from mirec.data.batches import SeqBatch, pad_left
 from mirec.data.synthetic import generate
+from mirec.data.vocab import Vocabulary
 from mirec.errors import BundleMismatchError
 from mirec.evaluate import evaluate_scorer
+from mirec.manifest import file_sha256, read_manifest, write_manifest
+from mirec.models import MODELS, build_model
 from mirec.models.baselines import Popularity
+from mirec.models.tower_state import item_tower_prefixes
 from mirec.training import TrainResult, prepare, train
 
 OVERRIDES = [
@@ -112,7 +123,7 @@ def test_bundle_refuses_corrupt_missing_and_foreign(trained, tmp_path) -> None:
         copy = tmp_path / breakage
         shutil.copytree(result.bundle_dir, copy)
         if breakage == "missing":
-            (copy / MODEL_FILE).unlink()
+            (copy / ITEM_TOWER_FILE).unlink()
         elif breakage == "corrupt":
             with (copy / ITEM_VECS_FILE).open("r+b") as fh:
                 fh.seek(200)
@@ -123,6 +134,141 @@ def test_bundle_refuses_corrupt_missing_and_foreign(trained, tmp_path) -> None:
             (copy / MANIFEST).write_text(json.dumps(manifest))
         with pytest.raises(BundleMismatchError, match=message):
             ModelBundle.load(copy)
+
+
+# histories of the toy bundles: several lengths, an empty one, one wider than data.max_len
+TOY_HISTORIES = [[1, 2, 3], [5], [], [4, 9, 2, 7, 1, 3, 8, 6, 5, 11], [12, 12, 3]]
+
+
+def _toy_bundle(name: str, tmp_path: Path) -> ModelBundle:
+    """An untrained (seeded) bundle of ``name`` with intent centres and a zero-shot tower,
+    saved under ``tmp_path``."""
+    overrides = [
+        f"model.name={name}",
+        "data.max_len=8",
+        "model.dim=8",
+        "model.num_interests=2",
+        "model.num_layers=1",
+        "model.num_heads=2",
+        "model.ffn_dim=16",
+        "model.num_intents=2",
+        "model.zero_shot.enabled=true",
+        "model.zero_shot.hidden=16",
+        *(["loss.causal_targets=prefixes"] if name == "sasrec" else []),
+    ]
+    cfg = load(None, overrides)
+    torch.manual_seed(7)
+    model = build_model(cfg.model, 12, None, cfg.data.max_len).eval()
+    vocab = Vocabulary.build([f"i{k}" for k in range(1, 13)])
+    bundle = ModelBundle(model=model, config=cfg, vocab=vocab)
+    bundle.save(tmp_path / name)
+    return bundle
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_towers_export_separately_and_each_side_loads_alone(name: str, tmp_path) -> None:
+    built = _toy_bundle(name, tmp_path)
+    out = tmp_path / name
+    files = read_manifest(out).files
+    assert not (out / MODEL_FILE).exists() and MODEL_FILE not in files
+    for tower_file in (ITEM_TOWER_FILE, USER_TOWER_FILE):
+        assert files[tower_file] == file_sha256(out / tower_file)
+    item_state = torch.load(out / ITEM_TOWER_FILE, weights_only=True)
+    user_state = torch.load(out / USER_TOWER_FILE, weights_only=True)
+    assert item_state.keys() == built.model.item_tower.state_dict().keys()
+    shared = tuple(f"{p}." for p in item_tower_prefixes(built.model))
+    assert len(shared) >= 2  # the user tower reads the history through the item tower
+    assert not [k for k in user_state if k.startswith(shared)]  # no item-tower entry
+    full = built.model.state_dict()
+    assert user_state.keys() == {k for k in full if not k.startswith(shared)}
+    assert any(k.startswith("user_tower.intents.") for k in user_state)
+    assert any(k.startswith("zero_shot.") for k in user_state)
+    whole = ModelBundle.load(out)
+    for key, value in full.items():
+        assert torch.equal(whole.model.state_dict()[key], value), key
+    np.testing.assert_array_equal(
+        whole.score_users(TOY_HISTORIES), built.score_users(TOY_HISTORIES)
+    )
+    items = ModelBundle.load_item_tower(out)
+    np.testing.assert_array_equal(items.item_vectors(), np.load(out / ITEM_VECS_FILE))
+    np.testing.assert_array_equal(items.item_vectors([3, 1]), built.item_vectors()[[3, 1]])
+    users = ModelBundle.load_user_tower(out)
+    expected = built.user_vectors(TOY_HISTORIES)
+    assert users.user_vectors(TOY_HISTORIES).shape == (5, built.model.num_interests, 8)
+    np.testing.assert_allclose(users.user_vectors(TOY_HISTORIES), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        users.score_users(TOY_HISTORIES), built.score_users(TOY_HISTORIES), rtol=1e-5, atol=1e-6
+    )
+    profile = ["segment=s1", "age=a2"]
+    for recent in ([], ["i1", "i4"]):
+        np.testing.assert_allclose(
+            users.user_vectors_from_profile(profile, recent),
+            built.user_vectors_from_profile(profile, recent),
+            rtol=1e-5,
+            atol=1e-6,
+        )
+
+
+def _rewrite_as_single_file(directory: Path, bundle: ModelBundle) -> None:
+    """Turn a saved bundle into the layout written before the towers were split: one
+    ``model.pt`` with the whole TwoTower's state dict, listed in the manifest."""
+    torch.save(bundle.model.state_dict(), directory / MODEL_FILE)
+    manifest = read_manifest(directory)
+    files = {k: v for k, v in manifest.files.items() if k not in (ITEM_TOWER_FILE, USER_TOWER_FILE)}
+    files[MODEL_FILE] = file_sha256(directory / MODEL_FILE)
+    for tower_file in (ITEM_TOWER_FILE, USER_TOWER_FILE):
+        (directory / tower_file).unlink()
+    write_manifest(directory, manifest.model_copy(update={"files": files}))
+
+
+@pytest.mark.parametrize("name", ["comirec_sa", "multi_tower"])
+def test_single_file_bundle_of_before_the_split_still_loads(name: str, tmp_path) -> None:
+    built = _toy_bundle(name, tmp_path)
+    old = tmp_path / name
+    _rewrite_as_single_file(old, built)
+    whole = ModelBundle.load(old)
+    np.testing.assert_array_equal(
+        whole.score_users(TOY_HISTORIES), built.score_users(TOY_HISTORIES)
+    )
+    items = ModelBundle.load_item_tower(old)
+    np.testing.assert_array_equal(items.item_vectors(), built.item_vectors())
+    users = ModelBundle.load_user_tower(old)
+    np.testing.assert_allclose(
+        users.user_vectors(TOY_HISTORIES), built.user_vectors(TOY_HISTORIES), rtol=1e-5, atol=1e-6
+    )
+    again = whole.save(tmp_path / "resaved")  # saving it again writes the split layout
+    assert (again / ITEM_TOWER_FILE).is_file() and not (again / MODEL_FILE).exists()
+    resaved = ModelBundle.load(again)
+    np.testing.assert_array_equal(
+        resaved.score_users(TOY_HISTORIES), built.score_users(TOY_HISTORIES)
+    )
+
+
+def test_a_corrupt_or_missing_tower_file_is_refused_by_what_reads_it(tmp_path) -> None:
+    _toy_bundle("comirec_dr", tmp_path)
+    loaders = {
+        ITEM_TOWER_FILE: (ModelBundle.load, ModelBundle.load_item_tower),
+        USER_TOWER_FILE: (ModelBundle.load, ModelBundle.load_user_tower),
+    }
+    readers_of_the_other = {
+        ITEM_TOWER_FILE: ModelBundle.load_user_tower,
+        USER_TOWER_FILE: ModelBundle.load_item_tower,
+    }
+    for tower_file, refusing in loaders.items():
+        for breakage in ("corrupt", "missing"):
+            copy = tmp_path / f"{tower_file}-{breakage}"
+            shutil.copytree(tmp_path / "comirec_dr", copy)
+            if breakage == "missing":
+                (copy / tower_file).unlink()
+            else:
+                with (copy / tower_file).open("r+b") as fh:
+                    fh.seek(64)
+                    fh.write(b"\x00garbage")
+            expected = "corrupt \\(checksum\\)" if breakage == "corrupt" else "missing"
+            for loader in refusing:
+                with pytest.raises(BundleMismatchError, match=f"file {tower_file} is {expected}"):
+                    loader(copy)
+            readers_of_the_other[tower_file](copy)  # the other side never reads this file
 
 
 def test_resume_continues_from_checkpoint(planted, tmp_path) -> None:
@@ -218,6 +364,11 @@ def _assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor])
         assert torch.equal(a[key], b[key]), key
 
 
+def _bundle_weights(directory: Path) -> dict[str, torch.Tensor]:
+    """The full state dict of a bundle's model (both tower files joined)."""
+    return ModelBundle.load(directory).model.state_dict()
+
+
 def test_resume_is_exact_for_the_beauty_recipe(tmp_path) -> None:
     """3 epochs straight == 1 epoch + resume for 2 more: same weights, same history, bit for bit
     (dropout masks, sampled negatives and the fitted schedule all continue where they were)."""
@@ -235,10 +386,7 @@ def test_resume_is_exact_for_the_beauty_recipe(tmp_path) -> None:
         torch.load(d / "checkpoint.pt", weights_only=False) for d in (tmp_path / "straight", cut)
     ]
     _assert_same_weights(last[0]["model"], last[1]["model"])
-    bundles = [
-        torch.load(r.bundle_dir / MODEL_FILE, weights_only=True) for r in (straight, resumed)
-    ]
-    _assert_same_weights(*bundles)
+    _assert_same_weights(*(_bundle_weights(r.bundle_dir) for r in (straight, resumed)))
 
 
 def test_patience_stops_training_and_keeps_the_best_epoch(tmp_path, caplog) -> None:
@@ -261,12 +409,12 @@ def test_patience_stops_training_and_keeps_the_best_epoch(tmp_path, caplog) -> N
     assert "early stop: valid hr@30 has not improved for 2 epochs; keeping epoch 0" in caplog.text
     assert stopped.metrics["valid/hr@30"] == stopped.history[0]["valid/hr@30"] == 1.0
     trained_on = torch.load(tmp_path / "p" / "checkpoint.pt", weights_only=False)["model"]
-    kept = torch.load(stopped.bundle_dir / MODEL_FILE, weights_only=True)
+    kept = _bundle_weights(stopped.bundle_dir)
     assert not torch.equal(
         trained_on["item_tower.embedding.weight"], kept["item_tower.embedding.weight"]
     )
     one = train(load(None, [*small, "optim.max_epochs=1"]), data, tmp_path / "one", progress=False)
-    _assert_same_weights(kept, torch.load(one.bundle_dir / MODEL_FILE, weights_only=True))
+    _assert_same_weights(kept, _bundle_weights(one.bundle_dir))
 
 
 def test_progress_bar_reports_each_epoch_on_stderr(tmp_path, capsys) -> None:

@@ -1,7 +1,8 @@
 """Cold start at inference: embed a new item from its content, a new user from their profile.
 
 The content item tower (``models.content_tower``) and the zero-shot user tower
-(``models.mail``) are parts of the TwoTower, so they travel in its state dict and every bundle.
+(``models.mail``) are parts of the TwoTower, so they travel in every bundle: the content tower
+in its item-tower file, the zero-shot tower in its user-tower file (``mirec.bundle``).
 This module holds the inference paths the bundle and the evaluation use, and the scorers of the
 cold-start protocols (``docs/protocols.md``): items whose vectors are overridden (cold items
 embedded from content, or a baseline's vectors) and users scored through the zero-shot tower.
@@ -21,6 +22,7 @@ from mirec.data.batches import SeqBatch, pad_left
 from mirec.data.vocab import Vocabulary
 from mirec.errors import ConfigError
 from mirec.models.content_tower import ContentItemTower
+from mirec.models.item_tower import ItemTower
 from mirec.models.mail import ZeroShotTower, blend_interests
 from mirec.models.two_tower import TwoTower, max_interest_scores
 
@@ -44,16 +46,21 @@ def zero_shot_tower(model: TwoTower) -> ZeroShotTower:
     return tower
 
 
-def content_tower(model: TwoTower) -> ContentItemTower:
-    """The model's content item tower; ConfigError when its item tower is id-based."""
-    if not isinstance(model.item_tower, ContentItemTower):
+def content_tower(model: TwoTower | ItemTower) -> ContentItemTower:
+    """The content item tower of a model, or the item tower itself (a bundle's item side).
+
+    Raises:
+        ConfigError: the item tower is id-based.
+    """
+    tower = model.item_tower if isinstance(model, TwoTower) else model
+    if not isinstance(tower, ContentItemTower):
         raise ConfigError("this model has no content item tower (model.item_tower: content)")
-    return model.item_tower
+    return tower
 
 
 @torch.no_grad()
 def item_vectors_from_content(
-    model: TwoTower,
+    model: TwoTower | ItemTower,
     cfg: ModelConfig,
     attributes: Sequence[Sequence[str]],
     texts: Sequence[str] | None = None,
@@ -61,7 +68,7 @@ def item_vectors_from_content(
     """Vectors of new items from their content, with no id: float32 [M, D].
 
     Args:
-        model: a trained model with a content item tower.
+        model: a trained model with a content item tower, or that item tower alone.
         cfg: its model config (the hashing buckets and widths).
         attributes: M lists of attribute tokens (``"a12"``, ``"class=Comedy"``, ...).
         texts: M item texts (titles), or None for none.

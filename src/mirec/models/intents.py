@@ -1,10 +1,11 @@
 """ELCRec's learnable intent centres (Liu et al., NeurIPS 2024) and the grouping of users by them.
 
-The centres are model parameters, so they train with the towers, travel in the bundle's state
-dict and group users afterwards (``user_intents``). They start as the spherical k-means centres
-of the users' behaviour vectors after a warm-up (``initialise``; ELCRec's code does the same with
-faiss k-means at epoch 0). A user's behaviour vector is the mean of its K interest vectors (the
-user vector itself for K = 1); every distance is taken between L2-normalised vectors.
+The centres are model parameters, so they train with the towers, travel in the bundle's
+user-tower file and group users afterwards (``user_intents``). They start as the spherical
+k-means centres of the users' behaviour vectors after a warm-up (``initialise``; ELCRec's code
+does the same with faiss k-means at epoch 0). A user's behaviour vector is the mean of its K
+interest vectors (the user vector itself for K = 1); every distance is taken between
+L2-normalised vectors.
 """
 
 from __future__ import annotations
