@@ -6,7 +6,7 @@ so its wall time and peak memory are its own. Writes benchmarks/results/quality_
 and .md.
 
     python benchmarks/bench_quality.py --data-root ../shared/data \\
-        [--datasets beauty] [--models sasrec]
+        [--datasets beauty,sports,yelp] [--models sasrec_full] [--seeds 0,1,2]
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from mirec.config import load
@@ -31,8 +32,13 @@ from mirec.training import peak_rss_mb, prepare, read_result
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-DATASETS = {  # name -> (folder, config prefix, metric columns)
-    "beauty": ("Beauty", "beauty", ["hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20"]),
+PROTOCOL_B_COLS = ["hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20"]
+# name -> (folder, config prefix, metric columns). Sports and Yelp run the Beauty configs
+# unchanged: their settings are chosen on Beauty validation only.
+DATASETS = {
+    "beauty": ("Beauty", "beauty", PROTOCOL_B_COLS),
+    "sports": ("Sports_and_Outdoors", "beauty", PROTOCOL_B_COLS),
+    "yelp": ("Yelp", "beauty", PROTOCOL_B_COLS),
     "ml-100k": (
         "ml-100k",
         "ml100k",
@@ -41,38 +47,62 @@ DATASETS = {  # name -> (folder, config prefix, metric columns)
 }
 # Models trained by default per dataset; each is configs/<prefix>_<model>.yaml.
 # sasrec_attr: SASRec whose item tower adds the items' attribute embeddings (brand, categories).
+# sasrec_full: the plain recipe (full softmax, one row per prefix; configs/beauty_sasrec_full.yaml).
 MODELS = {
-    "beauty": ("sasrec", "sasrec_attr"),
+    "beauty": ("sasrec_full", "sasrec", "sasrec_attr"),
+    "sports": ("sasrec_full",),
+    "yelp": ("sasrec_full",),
     "ml-100k": ("sasrec", "comirec_sa", "comirec_dr", "mind"),
 }
-# Published full-ranking anchors on the same Beauty files and protocol (shared ANCHORS.md §1,
-# test; history scored 0 as in the reference code): HR@5, HR@20, NDCG@5, NDCG@20.
-BEAUTY_ANCHORS = {
-    "PopRec (S3-Rec repo)": (0.0080, 0.0217, 0.0044, 0.0084),
-    "SASRec (ELCRec Table 1)": (0.0374, 0.0901, 0.0241, 0.0387),
-    "ICLRec (checkpoint)": (0.0500, 0.1058, 0.0326, 0.0483),
-    "ELCRec (NeurIPS'24)": (0.0529, 0.1079, 0.0355, 0.0509),
-    "DuoRec (ICSRec table)": (0.0561, 0.1228, 0.0348, 0.0536),
-    "ICSRec (WSDM'24)": (0.0698, 0.1298, 0.0494, 0.0663),
+# Published full-ranking anchors on the same files and protocol (shared ANCHORS.md sections 0
+# and 1, test; history scored 0 as in the reference code): HR@5, HR@20, NDCG@5, NDCG@20, and
+# where each number was read.
+ANCHORS: dict[str, dict[str, tuple[float, float, float, float, str]]] = {
+    "beauty": {
+        "PopRec": (0.0080, 0.0217, 0.0044, 0.0084, "S3-Rec repo"),
+        "SASRec": (0.0374, 0.0901, 0.0241, 0.0387, "ELCRec Table 1"),
+        "ICLRec": (0.0500, 0.1058, 0.0326, 0.0483, "released checkpoint"),
+        "ELCRec (NeurIPS'24)": (0.0529, 0.1079, 0.0355, 0.0509, "ELCRec Table 1"),
+        "DuoRec": (0.0561, 0.1228, 0.0348, 0.0536, "ICSRec performances.md"),
+        "ICSRec (WSDM'24)": (0.0698, 0.1298, 0.0494, 0.0663, "ICSRec performances.md"),
+        "BSARec (AAAI'24)": (0.0736, 0.1373, 0.0523, 0.0703, "BSARec src/output log"),
+        "TV-Rec (NeurIPS'25)": (0.0721, 0.1403, 0.0513, 0.0705, "TV-Rec output log"),
+        "WEARec (AAAI'26)": (0.0738, 0.1391, 0.0516, 0.0703, "WEARec src/output logs"),
+    },
+    "sports": {
+        "SASRec": (0.0206, 0.0497, 0.0135, 0.0216, "ELCRec Table 1"),
+        "ELCRec (NeurIPS'24)": (0.0286, 0.0648, 0.0185, 0.0286, "ELCRec Table 1"),
+        "ICSRec (WSDM'24)": (0.0403, 0.0794, 0.0283, 0.0393, "ICSRec performances.md"),
+        "TV-Rec (NeurIPS'25)": (0.0431, 0.0880, 0.0298, 0.0425, "TV-Rec output log"),
+        "WEARec (AAAI'26)": (0.0433, 0.0895, 0.0302, 0.0433, "WEARec src/output log"),
+    },
+    "yelp": {
+        "SASRec": (0.0160, 0.0443, 0.0101, 0.0179, "ELCRec Table 1"),
+        "ICLRec": (0.0233, 0.0645, 0.0146, 0.0261, "ELCRec Table 1"),
+        "ELCRec (NeurIPS'24)": (0.0236, 0.0653, 0.0150, 0.0266, "ELCRec Table 1"),
+    },
 }
 
 
-def train_model(ds_key: str, prefix: str, data_path: Path, model: str, out_root: Path) -> dict:
-    """Train one model in a subprocess; return its result.json payload."""
-    out = out_root / ds_key / model
-    cmd = [
-        sys.executable,
-        "-m",
-        "mirec.cli",
-        "train",
-        "--config",
-        str(ROOT / "configs" / f"{prefix}_{model}.yaml"),
-        "--data",
-        str(data_path),
-        "--out",
-        str(out),
-        "--no-progress",
-    ]
+def git_commit() -> str:
+    """The checkout's commit (``+dirty`` when tracked files differ from it)."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    sha = git("rev-parse", "--short", "HEAD") or "unknown"
+    return sha + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def train_model(
+    ds_key: str, prefix: str, data_path: Path, model: str, out_root: Path, seed: int
+) -> dict:
+    """Train one model in a subprocess with ``seed``; return its result.json payload."""
+    out = out_root / ds_key / f"{model}_s{seed}"
+    config = ROOT / "configs" / f"{prefix}_{model}.yaml"
+    cmd = [sys.executable, "-m", "mirec.cli", "train", "--config", str(config)]
+    cmd += ["--data", str(data_path), "--out", str(out), "--no-progress", f"seed={seed}"]
     if (out / "metrics.jsonl").exists():
         (out / "metrics.jsonl").unlink()
     for stale in ("checkpoint.pt", "result.json"):
@@ -88,7 +118,22 @@ def train_model(ds_key: str, prefix: str, data_path: Path, model: str, out_root:
         "peak_rss_mb": res.peak_rss_mb,
         "best_epoch": res.best_epoch,
         "epochs": len(res.history),
+        "seed": seed,
+        "config": str(config.relative_to(ROOT)),
+        "commit": git_commit(),
     }
+
+
+def over_seeds(runs: list[dict]) -> dict:
+    """One row from per-seed runs: mean metrics, their std (population) and the runs."""
+    keys = sorted(set.intersection(*(set(r["metrics"]) for r in runs)))
+    mean = {k: float(np.mean([r["metrics"][k] for r in runs])) for k in keys}
+    std = {k: float(np.std([r["metrics"][k] for r in runs])) for k in keys}
+    row = {k: float(np.mean([r[k] for r in runs])) for k in NUMERIC_FIELDS}
+    return {**row, "metrics": mean, "std": std, "seeds": [r["seed"] for r in runs], "runs": runs}
+
+
+NUMERIC_FIELDS = ("train_seconds", "wall_seconds", "examples_per_second", "peak_rss_mb")
 
 
 def floors(ds_key: str, prefix: str, data_path: Path) -> dict[str, dict]:
@@ -124,14 +169,22 @@ def floors(ds_key: str, prefix: str, data_path: Path) -> dict[str, dict]:
     return out
 
 
+def _cell(r: dict, key: str) -> str:
+    """``mean`` or ``mean ± std`` (rows over several seeds) of one metric."""
+    value = r["metrics"].get(key, float("nan"))
+    std = r.get("std", {}).get(key)
+    return f"{value:.4f}" if std is None else f"{value:.4f} ± {std:.4f}"
+
+
 def render(ds_key: str, results: dict[str, dict]) -> str:
     """The markdown report of one dataset."""
     cols = DATASETS[ds_key][2]
-    head = ["model", *cols, "train s", "wall s", "ex/s", "peak MiB"]
+    head = ["model", *cols, "seeds", "train s", "wall s", "ex/s", "peak MiB"]
     rows = [
         [
             name,
-            *[f"{r['metrics'].get('test/' + c, float('nan')):.4f}" for c in cols],
+            *[_cell(r, "test/" + c) for c in cols],
+            ",".join(map(str, r.get("seeds", [r.get("seed", "-")]))),
             f"{r['train_seconds']:.0f}",
             f"{r['wall_seconds']:.0f}",
             f"{r['examples_per_second']:.0f}",
@@ -144,21 +197,20 @@ def render(ds_key: str, results: dict[str, dict]) -> str:
         "",
         format_table(head, rows),
     ]
-    if ds_key == "beauty":
+    if ds_key in ANCHORS:
         acols = ["hr@5", "hr@20", "ndcg@5", "ndcg@20"]
         arows = [
-            [
-                f"{n} (ours, 0-score)",
-                *[f"{r['metrics'].get('test_ref/' + c, float('nan')):.4f}" for c in acols],
-            ]
+            [f"{n} (ours, 0-score)", *[_cell(r, "test_ref/" + c) for c in acols], "this run"]
             for n, r in results.items()
         ]
-        arows += [[n, *[f"{v:.4f}" for v in vals]] for n, vals in BEAUTY_ANCHORS.items()]
+        arows += [
+            [n, *[f"{v:.4f}" for v in vals[:4]], vals[4]] for n, vals in ANCHORS[ds_key].items()
+        ]
         text += [
             "",
             "### beside published anchors (same files, same protocol: history scored 0)",
             "",
-            format_table(["model", *acols], arows),
+            format_table(["model", *acols, "source"], arows),
         ]
     return "\n".join(text)
 
@@ -191,6 +243,7 @@ def main() -> int:
     parser.add_argument("--out", default="runs/bench_quality", help="training run directories")
     parser.add_argument("--keep", action="store_true", help="merge into the existing results file")
     parser.add_argument("--no-floors", action="store_true", help="skip popularity and ItemKNN")
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds per model (mean ± std)")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     for ds_key in args.datasets.split(","):
@@ -200,8 +253,13 @@ def main() -> int:
         if not args.no_floors:
             results.update(floors(ds_key, prefix, data_path))
         models = args.models.split(",") if args.models is not None else MODELS[ds_key]
+        seeds = [int(x) for x in args.seeds.split(",") if x]
         for model in [m for m in models if m]:
-            results[model] = train_model(ds_key, prefix, data_path, model, Path(args.out))
+            runs = [
+                train_model(ds_key, prefix, data_path, model, Path(args.out), seed)
+                for seed in seeds
+            ]
+            results[model] = over_seeds(runs) if len(runs) > 1 else runs[0]
         report = render(ds_key, results)
         print(report, flush=True)
         meta = {
