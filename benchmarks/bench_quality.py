@@ -47,11 +47,11 @@ DATASETS = {
 }
 # Models trained by default per dataset; each is configs/<prefix>_<model>.yaml.
 # sasrec_attr: SASRec whose item tower adds the items' attribute embeddings (brand, categories).
-# sasrec_full: the plain recipe (full softmax, one row per prefix; configs/beauty_sasrec_full.yaml).
+# sasrec_full(_attr): the plain recipe (full softmax, one row per prefix), ids (+ attributes).
 MODELS = {
-    "beauty": ("sasrec_full", "sasrec", "sasrec_attr"),
-    "sports": ("sasrec_full",),
-    "yelp": ("sasrec_full",),
+    "beauty": ("sasrec_full_attr", "sasrec_full", "sasrec", "sasrec_attr"),
+    "sports": ("sasrec_full_attr",),
+    "yelp": ("sasrec_full_attr",),
     "ml-100k": ("sasrec", "comirec_sa", "comirec_dr", "mind"),
 }
 # Published full-ranking anchors on the same files and protocol (shared ANCHORS.md sections 0
@@ -96,13 +96,22 @@ def git_commit() -> str:
 
 
 def train_model(
-    ds_key: str, prefix: str, data_path: Path, model: str, out_root: Path, seed: int
+    ds_key: str,
+    prefix: str,
+    data_path: Path,
+    model: str,
+    out_root: Path,
+    seed: int,
+    threads: int | None = None,
 ) -> dict:
-    """Train one model in a subprocess with ``seed``; return its result.json payload."""
+    """Train one model in a subprocess with ``seed`` (and ``threads`` torch threads, when given,
+    in place of the config's); return its result.json payload."""
     out = out_root / ds_key / f"{model}_s{seed}"
     config = ROOT / "configs" / f"{prefix}_{model}.yaml"
     cmd = [sys.executable, "-m", "mirec.cli", "train", "--config", str(config)]
     cmd += ["--data", str(data_path), "--out", str(out), "--no-progress", f"seed={seed}"]
+    if threads is not None:
+        cmd.append(f"optim.num_threads={threads}")
     if (out / "metrics.jsonl").exists():
         (out / "metrics.jsonl").unlink()
     for stale in ("checkpoint.pt", "result.json"):
@@ -121,6 +130,7 @@ def train_model(
         "seed": seed,
         "config": str(config.relative_to(ROOT)),
         "commit": git_commit(),
+        "torch_threads": threads,
     }
 
 
@@ -244,6 +254,9 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="merge into the existing results file")
     parser.add_argument("--no-floors", action="store_true", help="skip popularity and ItemKNN")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds per model (mean ± std)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads per run (default: the config's)"
+    )
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     for ds_key in args.datasets.split(","):
@@ -256,7 +269,7 @@ def main() -> int:
         seeds = [int(x) for x in args.seeds.split(",") if x]
         for model in [m for m in models if m]:
             runs = [
-                train_model(ds_key, prefix, data_path, model, Path(args.out), seed)
+                train_model(ds_key, prefix, data_path, model, Path(args.out), seed, args.threads)
                 for seed in seeds
             ]
             results[model] = over_seeds(runs) if len(runs) > 1 else runs[0]
