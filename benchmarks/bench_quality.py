@@ -48,8 +48,9 @@ DATASETS = {
 # Models trained by default per dataset; each is configs/<prefix>_<model>.yaml.
 # sasrec_attr: SASRec whose item tower adds the items' attribute embeddings (brand, categories).
 # sasrec_full(_attr): the plain recipe (full softmax, one row per prefix), ids (+ attributes).
+# mimt_full: the multi-tower multi-interest model with repel on that recipe (seed 000).
 MODELS = {
-    "beauty": ("sasrec_full_attr", "sasrec_full", "sasrec", "sasrec_attr"),
+    "beauty": ("mimt_full", "sasrec_full_attr", "sasrec_full", "sasrec", "sasrec_attr"),
     "sports": ("sasrec_full_attr",),
     "yelp": ("sasrec_full_attr",),
     "ml-100k": ("sasrec", "comirec_sa", "comirec_dr", "mind"),
