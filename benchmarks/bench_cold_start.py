@@ -47,7 +47,13 @@ from mirec.training import Prepared, TrainResult, data_fingerprint, train_worker
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-CONFIGS = {"ml-100k": ("ml100k_content", "ml100k_mail"), "Beauty": ("beauty_content", None)}
+# Sports and Yelp (protocol B, no user profiles) run the Beauty content config unchanged.
+CONFIGS = {
+    "ml-100k": ("ml100k_content", "ml100k_mail"),
+    "Beauty": ("beauty_content", None),
+    "Sports_and_Outdoors": ("beauty_content", None),
+    "Yelp": ("beauty_content", None),
+}
 ITEM_KEYS = ("recall@20", "recall@50", "ndcg@20", "ndcg@50")
 USER_KEYS = ("recall@20", "recall@50", "hr@20", "hr@50")
 PARTS = {"items": "cold_items", "users": "cold_users"}
