@@ -233,17 +233,13 @@ class ModelBundle:
         """
         src = Path(directory)
         manifest = read_manifest(src)
-        weights = ITEM_TOWER_FILE if _is_split(manifest) else MODEL_FILE
+        weights = _side_file(manifest, ITEM_TOWER_FILE)
         listed_attrs = [ITEM_ATTRS_FILE] if ITEM_ATTRS_FILE in manifest.files else []
         config, vocab = _open(src, manifest, [VOCAB_FILE, weights, *listed_attrs])
         attrs = _attributes(src, manifest)
         model = build_model(config.model, vocab.size, _attr_tensor(attrs), config.data.max_len)
         tower = model.item_tower
-        if _is_split(manifest):
-            state = _read_state(src, ITEM_TOWER_FILE)
-        else:
-            state = split_state(model, _read_state(src, MODEL_FILE))[0]
-        _load_state(src, tower, state)
+        _load_state(src, tower, _side_state(src, manifest, model, ITEM_TOWER_FILE))
         return ItemSide(tower=tower, config=config, vocab=vocab, path=src)
 
     @staticmethod
@@ -266,13 +262,10 @@ class ModelBundle:
         """
         src = Path(directory)
         manifest = read_manifest(src)
-        weights = USER_TOWER_FILE if _is_split(manifest) else MODEL_FILE
+        weights = _side_file(manifest, USER_TOWER_FILE)
         config, vocab = _open(src, manifest, [VOCAB_FILE, weights, ITEM_VECS_FILE])
         model = _table_model(config, vocab.size)
-        if _is_split(manifest):
-            user_state = _user_state(src, model)
-        else:
-            user_state = split_state(model, _read_state(src, MODEL_FILE))[1]
+        user_state = _side_state(src, manifest, model, USER_TOWER_FILE)
         table = {"embedding.weight": torch.from_numpy(np.load(src / ITEM_VECS_FILE))}
         _load_state(src, model, join_state(model, table, user_state))
         return UserSide(model=model, config=config, vocab=vocab, path=src)
@@ -439,6 +432,20 @@ def _read_state(src: Path, name: str) -> StateDict:
     if not isinstance(state, dict):
         raise BundleMismatchError(f"bundle {src}: {name} is not a state dict")
     return state
+
+
+def _side_file(manifest: BundleManifest, name: str) -> str:
+    """The file holding one side's weights: its own (``name``), or an older bundle's model.pt."""
+    return name if _is_split(manifest) else MODEL_FILE
+
+
+def _side_state(src: Path, manifest: BundleManifest, model: TwoTower, name: str) -> StateDict:
+    """One side's state dict (``name``: the item or the user tower file), from its own file or
+    from its part of an older bundle's ``model.pt``."""
+    if not _is_split(manifest):
+        item, user = split_state(model, _read_state(src, MODEL_FILE))
+        return item if name == ITEM_TOWER_FILE else user
+    return _read_state(src, name) if name == ITEM_TOWER_FILE else _user_state(src, model)
 
 
 def _user_state(src: Path, model: TwoTower) -> StateDict:
