@@ -135,6 +135,9 @@ def train_model(
     }
 
 
+NUMERIC_FIELDS = ("train_seconds", "wall_seconds", "examples_per_second", "peak_rss_mb")
+
+
 def over_seeds(runs: list[dict]) -> dict:
     """One row from per-seed runs: mean metrics, their std (population) and the runs."""
     keys = sorted(set.intersection(*(set(r["metrics"]) for r in runs)))
@@ -142,9 +145,6 @@ def over_seeds(runs: list[dict]) -> dict:
     std = {k: float(np.std([r["metrics"][k] for r in runs])) for k in keys}
     row = {k: float(np.mean([r[k] for r in runs])) for k in NUMERIC_FIELDS}
     return {**row, "metrics": mean, "std": std, "seeds": [r["seed"] for r in runs], "runs": runs}
-
-
-NUMERIC_FIELDS = ("train_seconds", "wall_seconds", "examples_per_second", "peak_rss_mb")
 
 
 def floors(ds_key: str, prefix: str, data_path: Path) -> dict[str, dict]:
