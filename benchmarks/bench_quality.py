@@ -105,14 +105,27 @@ def train_model(
     seed: int,
     threads: int | None = None,
 ) -> dict:
-    """Train one model in a subprocess with ``seed`` (and ``threads`` torch threads, when given,
-    in place of the config's); return its result.json payload."""
-    out = out_root / ds_key / f"{model}_s{seed}"
+    """Train configs/<prefix>_<model>.yaml in a subprocess with ``seed`` (and ``threads`` torch
+    threads, when given, in place of the config's); return its result.json payload."""
     config = ROOT / "configs" / f"{prefix}_{model}.yaml"
+    return train_run(config, data_path, out_root / ds_key / f"{model}_s{seed}", seed, threads)
+
+
+def train_run(
+    config: Path,
+    data_path: Path,
+    out: Path,
+    seed: int,
+    threads: int | None = None,
+    overrides: tuple[str, ...] = (),
+) -> dict:
+    """Train ``config`` (with ``key=value`` ``overrides``) in its own ``mirec train`` process
+    into ``out``; return its metrics, timings, last-epoch ``diag/*`` values and provenance."""
     cmd = [sys.executable, "-m", "mirec.cli", "train", "--config", str(config)]
     cmd += ["--data", str(data_path), "--out", str(out), "--no-progress", f"seed={seed}"]
     if threads is not None:
         cmd.append(f"optim.num_threads={threads}")
+    cmd += list(overrides)
     if (out / "metrics.jsonl").exists():
         (out / "metrics.jsonl").unlink()
     for stale in ("checkpoint.pt", "result.json"):
@@ -120,6 +133,7 @@ def train_model(
     started = time.perf_counter()
     subprocess.run(cmd, check=True)
     res = read_result(out / "result.json")
+    last = res.history[-1] if res.history else {}
     return {
         "metrics": res.metrics,
         "train_seconds": res.train_seconds,
@@ -128,8 +142,10 @@ def train_model(
         "peak_rss_mb": res.peak_rss_mb,
         "best_epoch": res.best_epoch,
         "epochs": len(res.history),
+        "diagnostics": {k: v for k, v in last.items() if k.startswith("diag/")},
         "seed": seed,
         "config": str(config.relative_to(ROOT)),
+        "overrides": list(overrides),
         "commit": git_commit(),
         "torch_threads": threads,
     }

@@ -137,7 +137,9 @@ class IntentConfig(_Frozen):
 class LossConfig(_Frozen):
     """Training objective."""
 
-    kind: Literal["full_softmax", "sampled_softmax", "sampled_softmax_ihn"] = "full_softmax"
+    kind: Literal["full_softmax", "full_softmax_ihn", "sampled_softmax", "sampled_softmax_ihn"] = (
+        "full_softmax"
+    )
     sampler: Literal["uniform", "popularity", "log_uniform", "in_batch"] = "popularity"
     num_negatives: int | None = Field(None, ge=1)  # default 10 x batch size (ComiRec)
     logq_correction: bool = True
@@ -145,7 +147,7 @@ class LossConfig(_Frozen):
     readout: Literal["max", "target_aware", "logsumexp"] = "max"
     readout_temperature: float = Field(1.0, gt=0)  # logsumexp: tau * logsumexp_k(s_k / tau)
     temperature: float = Field(1.0, gt=0)
-    ihn_beta: float = Field(1.0, ge=0)  # sampled_softmax_ihn: hardness tilt (0 = no tilt)
+    ihn_beta: float = Field(1.0, ge=0)  # *_softmax_ihn: hardness tilt (0 = no tilt)
     repel_margin: float = Field(0.0, ge=-1, lt=1)  # repel: cosines above it are penalised
     auxiliary: AuxiliaryConfig = AuxiliaryConfig()  # weights of the auxiliary terms
     intents: IntentConfig = IntentConfig()  # ELCRec clustering and contrastive settings

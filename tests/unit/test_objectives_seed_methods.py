@@ -13,7 +13,8 @@ from mirec.objectives.augment import crop, mask_items, reorder
 from mirec.objectives.base import interest_scores, positive_scores
 from mirec.objectives.clustering import clustering_loss
 from mirec.objectives.contrastive import nt_xent
-from mirec.objectives.ihn import ihn_loss
+from mirec.objectives.full_softmax import full_softmax_loss
+from mirec.objectives.ihn import full_ihn_loss, ihn_loss
 from mirec.objectives.repel import repel_loss
 from mirec.objectives.routing import routing_collapse, routing_regularisation
 
@@ -66,6 +67,26 @@ def test_ihn_by_hand_and_beta_zero_is_sampled_softmax() -> None:
     assert ihn_loss(q, pos, neg, beta=beta, neg_log_q=log_q, masked=None).item() == pytest.approx(
         expected, rel=1e-5
     )
+
+
+def test_full_ihn_by_hand_and_beta_zero_is_full_softmax() -> None:
+    # row 0 of item_vecs is PAD; items 1..4 score 2, 1, 0, -1 under the one query; target = item 1
+    q = torch.tensor([[[1.0, 0.0]]])
+    items = torch.tensor([[9.0, 9.0], [2.0, 0.0], [1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    target = torch.tensor([1])
+    beta = 2.0
+    s = torch.tensor([1.0, 0.0, -1.0])  # the three negatives; PAD never competes
+    w = torch.exp(beta * s) / torch.exp(beta * s).mean()
+    expected = -math.log(math.exp(2) / (math.exp(2) + float((w * torch.exp(s)).sum())))
+    got = full_ihn_loss(q, items, target, beta=beta)
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+    # beta = 0 is the full-softmax cross-entropy, K = 4 interests with the max readout included
+    torch.manual_seed(0)
+    qk, vecs, tk = torch.randn(5, 4, 8), torch.randn(30, 8), torch.randint(1, 30, (5,))
+    plain = full_softmax_loss(qk, vecs, tk, 1.0)
+    assert full_ihn_loss(qk, vecs, tk, beta=0.0).item() == pytest.approx(plain.item(), rel=1e-5)
+    # a harder tilt weighs the high-scoring negatives more: the loss rises
+    assert full_ihn_loss(qk, vecs, tk, beta=1.0).item() > plain.item()
 
 
 def test_routing_regularisation_by_hand_with_padding_masked() -> None:

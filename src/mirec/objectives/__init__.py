@@ -1,10 +1,11 @@
 """Training objectives: ``compute_loss`` runs the configured main loss and auxiliary terms.
 
 Each objective is a small module that registers itself (``mirec.objectives.registry``):
-the main losses are ``full_softmax``, ``sampled_softmax`` and REMI's ``sampled_softmax_ihn``
-(``ihn``); the auxiliary terms are ``repel`` (interest repel), ``routing`` (REMI's routing
-regularisation), ``clustering`` (ELCRec's centre loss) and ``contrastive`` (ELCRec's
-intent-assisted contrastive learning). Their weights are ``loss.auxiliary``; see docs/methods.md.
+the main losses are ``full_softmax``, ``sampled_softmax`` and REMI's ``sampled_softmax_ihn`` and
+``full_softmax_ihn`` (``ihn``); the auxiliary terms are ``repel`` (interest repel), ``routing``
+(REMI's routing regularisation), ``clustering`` (ELCRec's centre loss) and ``contrastive``
+(ELCRec's intent-assisted contrastive learning). Their weights are ``loss.auxiliary``; see
+docs/methods.md.
 """
 
 from __future__ import annotations

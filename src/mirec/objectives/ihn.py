@@ -15,6 +15,10 @@ w_j = exp(beta s_j) / mean_k exp(beta s_k) for a uniform Q, with the 1/Q_j corre
 The weights carry no gradient, as if the negatives had been drawn from q_beta. Scores s are the
 readout's (``max`` over interests as serving does, ``logsumexp`` or REMI's ``target_aware``)
 divided by ``loss.temperature``; masked negatives (PAD, accidental hits) get weight 0.
+
+``full_softmax_ihn`` is the same tilt over the whole catalogue instead of a sample: every real
+item but the row's target is a negative, Q is uniform, so w_j = (N - 1) softmax_j(beta s_j) and
+beta = 0 is exactly the full-softmax cross-entropy.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from mirec.errors import ConfigError
 from mirec.objectives.base import LossContext, Readout, interest_scores, positive_scores, readout
 from mirec.objectives.registry import register_main
 from mirec.objectives.sampled_softmax import negative_mask, shared_negatives
+from mirec.schema import PAD_ITEM_ID
 
 
 def ihn_loss(
@@ -88,6 +93,59 @@ def ihn_objective(ctx: LossContext) -> torch.Tensor:
         if cfg.logq_correction and neg_log_q is not None
         else None,
         masked=negative_mask(neg_ids, targets, cfg, full_in_batch),
+        temperature=cfg.temperature,
+        readout_mode=cfg.readout,
+        readout_temperature=cfg.readout_temperature,
+    )
+
+
+def full_ihn_loss(
+    queries: torch.Tensor,
+    item_vecs: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    beta: float,
+    temperature: float = 1.0,
+    readout_mode: Readout = "max",
+    readout_temperature: float = 1.0,
+) -> torch.Tensor:
+    """The IHN loss with every real item but the target as a negative, mean over rows.
+
+    Args:
+        queries: Tensor [P, K', D] from ``readout``.
+        item_vecs: Tensor [N+1, D], row 0 = PAD (never a negative).
+        targets: LongTensor [P] in 1..N.
+        beta: hardness of the tilt (>= 0); 0 gives the plain full-softmax cross-entropy.
+        temperature, readout_mode, readout_temperature: as ``ihn_loss``.
+
+    Returns:
+        Scalar.
+    """
+    queries = queries / temperature if temperature != 1.0 else queries
+    items = item_vecs[PAD_ITEM_ID + 1 :]  # [N, D]
+    scores = interest_scores(queries, items, readout_mode, readout_temperature)  # [P, N]
+    rows = torch.arange(scores.shape[0], device=scores.device)
+    labels = targets - (PAD_ITEM_ID + 1)
+    pos = scores[rows, labels]  # [P]
+    is_target = torch.zeros_like(scores, dtype=torch.bool)
+    is_target[rows, labels] = True
+    tilt = (beta * scores.detach()).masked_fill(is_target, float("-inf"))
+    count = scores.new_tensor(float(max(scores.shape[1] - 1, 1)))
+    log_w = F.log_softmax(tilt, dim=1) + count.log()  # -inf at the target
+    log_neg_mass = torch.logsumexp(log_w + scores, dim=1)  # [P]
+    return (torch.logaddexp(pos, log_neg_mass) - pos).mean()
+
+
+@register_main("full_softmax_ihn")
+def full_ihn_objective(ctx: LossContext) -> torch.Tensor:
+    """``loss.kind: full_softmax_ihn``: the full softmax with REMI's tilted negative weights."""
+    cfg = ctx.cfg
+    item_vecs = ctx.model.item_vectors()  # [N+1, D]
+    return full_ihn_loss(
+        readout(ctx.user_vecs, item_vecs[ctx.targets], cfg.readout),
+        item_vecs,
+        ctx.targets,
+        beta=cfg.ihn_beta,
         temperature=cfg.temperature,
         readout_mode=cfg.readout,
         readout_temperature=cfg.readout_temperature,
