@@ -7,7 +7,7 @@ SHARED_DATA ?= ../shared/data
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint fmt bench-quality bench-features bench-index bench-cold-start bench-serving bench-canary serve lock clean
+.PHONY: help install run test test-fast lint fmt bench-quality bench-ablation bench-features bench-index bench-cold-start bench-serving bench-canary serve lock clean
 
 help: ## list the commands
 	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z_-]+:.*##/ {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -43,6 +43,9 @@ fmt: $(STAMP) ## format the code
 
 bench-quality: $(STAMP) ## baselines and floors on Beauty (protocol B) and ml-100k (protocol A)
 	$(PY) benchmarks/bench_quality.py --data-root $(SHARED_DATA)
+
+bench-ablation: $(STAMP) ## Beauty ablation of the seed methods: one term per row, 2 jobs x 1 thread (~70 min)
+	$(PY) benchmarks/bench_ablation.py --data-root $(SHARED_DATA)
 
 bench-features: $(STAMP) ## Spark feature build scaling, Feast lookup latency, validation overhead
 	$(PY) benchmarks/bench_features.py

@@ -22,13 +22,16 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench_quality import RESULTS, ROOT, cpu_model, over_seeds, train_run
+from bench_quality import RESULTS, ROOT, cpu_model, diag_cell, over_seeds, train_run
 
 from mirec.tables import format_table
 
 CONFIG = ROOT / "configs" / "beauty_mimt_full.yaml"
 log = logging.getLogger("bench_ablation")
 OFF = ("loss.auxiliary.repel=0",)
+IHN = ("loss.kind=full_softmax_ihn", "loss.ihn_beta=1.0")
+RR = (*IHN, "loss.auxiliary.routing=1000")
+CLUSTERING = (*RR, "model.num_intents=32", "loss.auxiliary.clustering=1.0")
 # key -> (row label, overrides of CONFIG); each row adds one term to the row before it.
 ROWS: dict[str, tuple[str, tuple[str, ...]]] = {
     "base": ("base: item tower + 2 bidirectional blocks, K = 1", ("model.num_interests=1", *OFF)),
@@ -38,30 +41,10 @@ ROWS: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "max": ("+ max readout (as serving scores)", OFF),
     "repel": ("+ repel 0.1 (= beauty_mimt_full)", ()),
-    "ihn": (
-        "+ IHN (full-catalogue tilt, beta 1)",
-        ("loss.kind=full_softmax_ihn", "loss.ihn_beta=1.0"),
-    ),
-    "rr": ("+ RR (routing 1,000)", ("loss.kind=full_softmax_ihn", "loss.auxiliary.routing=1000")),
-    "clustering": (
-        "+ clustering (32 intents, weight 1)",
-        (
-            "loss.kind=full_softmax_ihn",
-            "loss.auxiliary.routing=1000",
-            "model.num_intents=32",
-            "loss.auxiliary.clustering=1.0",
-        ),
-    ),
-    "contrastive": (
-        "+ contrastive (weight 0.1)",
-        (
-            "loss.kind=full_softmax_ihn",
-            "loss.auxiliary.routing=1000",
-            "model.num_intents=32",
-            "loss.auxiliary.clustering=1.0",
-            "loss.auxiliary.contrastive=0.1",
-        ),
-    ),
+    "ihn": ("+ IHN (full-catalogue tilt, beta 1)", IHN),
+    "rr": ("+ RR (routing 1,000)", RR),
+    "clustering": ("+ clustering (32 intents, weight 1)", CLUSTERING),
+    "contrastive": ("+ contrastive (weight 0.1)", (*CLUSTERING, "loss.auxiliary.contrastive=0.1")),
 }
 REFERENCE_ROWS = {
     "Popularity": "Popularity",
@@ -89,13 +72,6 @@ def _metric(r: dict, key: str) -> str:
     return f"{value:.4f}" if std is None else f"{value:.4f} ± {std:.4f}"
 
 
-def _diag(r: dict, key: str) -> str:
-    runs = r.get("runs", [r])
-    values = [run.get("diagnostics", {}).get(f"diag/{key}") for run in runs]
-    values = [v for v in values if v is not None]
-    return f"{sum(values) / len(values):.2f}" if values else "-"
-
-
 def render(rows: dict[str, dict], refs: dict[str, dict]) -> str:
     """The markdown ablation table: trained rows, then SASRec and the floors."""
     sasrec = refs.get("SASRec ids + attributes", {}).get("metrics", {})
@@ -112,7 +88,7 @@ def render(rows: dict[str, dict], refs: dict[str, dict]) -> str:
                 _metric(r, "valid/ndcg@10"),
                 *[_metric(r, "test/" + c) for c in TEST_COLS],
                 gain,
-                *[_diag(r, k) for k in DIAG_COLS],
+                *[diag_cell(r, k) for k in DIAG_COLS],
                 ",".join(str(x.get("seed", "-")) for x in runs),
                 ",".join(str(x.get("epochs", "-")) for x in runs),
                 f"{r['train_seconds']:.0f}",

@@ -18,6 +18,7 @@ import platform
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,7 @@ MODELS = {
     "beauty": ("mimt_full", "sasrec_full_attr", "sasrec_full", "sasrec", "sasrec_attr"),
     "sports": ("sasrec_full_attr",),
     "yelp": ("sasrec_full_attr",),
-    "ml-100k": ("sasrec", "comirec_sa", "comirec_dr", "mind"),
+    "ml-100k": ("sasrec", "comirec_sa", "comirec_dr", "mind", "mimt", "remi"),
 }
 # Published full-ranking anchors on the same files and protocol (shared ANCHORS.md sections 0
 # and 1, test; history scored 0 as in the reference code): HR@5, HR@20, NDCG@5, NDCG@20, and
@@ -104,11 +105,13 @@ def train_model(
     out_root: Path,
     seed: int,
     threads: int | None = None,
+    overrides: tuple[str, ...] = (),
 ) -> dict:
     """Train configs/<prefix>_<model>.yaml in a subprocess with ``seed`` (and ``threads`` torch
     threads, when given, in place of the config's); return its result.json payload."""
     config = ROOT / "configs" / f"{prefix}_{model}.yaml"
-    return train_run(config, data_path, out_root / ds_key / f"{model}_s{seed}", seed, threads)
+    out = out_root / ds_key / f"{model}_s{seed}"
+    return train_run(config, data_path, out, seed, threads, overrides)
 
 
 def train_run(
@@ -203,14 +206,32 @@ def _cell(r: dict, key: str) -> str:
     return f"{value:.4f}" if std is None else f"{value:.4f} ± {std:.4f}"
 
 
+# last-epoch diagnostics of the multi-interest models (mirec.objectives.epoch_hooks) -> column
+DIAG_KEYS = {
+    "interest_cosine": "interest cos",
+    "routing_entropy_ratio": "routing H ratio",
+    "routing_max_weight": "routing max w",
+}
+
+
+def diag_cell(r: dict, key: str) -> str:
+    """A last-epoch diagnostic, averaged over a row's seeds (``-`` where none was logged)."""
+    values = [run.get("diagnostics", {}).get(f"diag/{key}") for run in r.get("runs", [r])]
+    found = [v for v in values if v is not None]
+    return f"{float(np.mean(found)):.2f}" if found else "-"
+
+
 def render(ds_key: str, results: dict[str, dict]) -> str:
     """The markdown report of one dataset."""
     cols = DATASETS[ds_key][2]
     head = ["model", *cols, "seeds", "train s", "wall s", "ex/s", "peak MiB"]
+    diags = [k for k in DIAG_KEYS if any(diag_cell(r, k) != "-" for r in results.values())]
+    head[len(cols) + 1 : len(cols) + 1] = [DIAG_KEYS[k] for k in diags]
     rows = [
         [
             name,
             *[_cell(r, "test/" + c) for c in cols],
+            *[diag_cell(r, k) for k in diags],
             ",".join(map(str, r.get("seeds", [r.get("seed", "-")]))),
             f"{r['train_seconds']:.0f}",
             f"{r['wall_seconds']:.0f}",
@@ -240,6 +261,25 @@ def render(ds_key: str, results: dict[str, dict]) -> str:
             format_table(["model", *acols, "source"], arows),
         ]
     return "\n".join(text)
+
+
+def train_jobs(
+    jobs: list[tuple[str, int]],
+    ds_key: str,
+    data_path: Path,
+    args: argparse.Namespace,
+    overrides: tuple[str, ...],
+) -> list[dict]:
+    """Train every (model, seed) of ``jobs``, ``args.jobs`` at a time; results in job order."""
+    prefix = DATASETS[ds_key][1]
+
+    def run(job: tuple[str, int]) -> dict:
+        model, seed = job
+        out = Path(args.out)
+        return train_model(ds_key, prefix, data_path, model, out, seed, args.threads, overrides)
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        return list(pool.map(run, jobs))
 
 
 def cpu_model() -> str:
@@ -274,6 +314,13 @@ def main() -> int:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads per run (default: the config's)"
     )
+    parser.add_argument("--jobs", type=int, default=1, help="models trained at once")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="training budget of every model (default: its config's)",
+    )
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     for ds_key in args.datasets.split(","):
@@ -284,11 +331,12 @@ def main() -> int:
             results.update(floors(ds_key, prefix, data_path))
         models = args.models.split(",") if args.models is not None else MODELS[ds_key]
         seeds = [int(x) for x in args.seeds.split(",") if x]
-        for model in [m for m in models if m]:
-            runs = [
-                train_model(ds_key, prefix, data_path, model, Path(args.out), seed, args.threads)
-                for seed in seeds
-            ]
+        jobs = [(m, seed) for m in models if m for seed in seeds]
+        budget = () if args.minutes is None else (f"optim.max_minutes={args.minutes}",)
+
+        done = train_jobs(jobs, ds_key, data_path, args, budget)
+        for model in dict.fromkeys(m for m, _ in jobs):
+            runs = [r for (m, _), r in zip(jobs, done, strict=True) if m == model]
             results[model] = over_seeds(runs) if len(runs) > 1 else runs[0]
         report = render(ds_key, results)
         print(report, flush=True)
