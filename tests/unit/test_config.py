@@ -108,7 +108,11 @@ def test_cut_offs_must_be_distinct_and_positive(ks: str) -> None:
             "model.name",
             "'sasrec', 'comirec_sa', 'comirec_dr', 'mind'.*'itemknn'",
         ),
-        ("loss.kind=softmax", "loss.kind", "'full_softmax', 'sampled_softmax'"),
+        (
+            "loss.kind=softmax",
+            "loss.kind",
+            "'full_softmax', 'full_softmax_ihn', 'sampled_softmax'",
+        ),
         ("loss.sampler=random", "loss.sampler", "'uniform', 'popularity'"),
         ("loss.readout=mean", "loss.readout", "'max', 'target_aware'"),
     ],
