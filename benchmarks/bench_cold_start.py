@@ -14,6 +14,7 @@ in separate processes and be aggregated after. Writes
 benchmarks/results/cold_start_<dataset>.{json,md}.
 
     python benchmarks/bench_cold_start.py --data ../shared/data/ml-100k [--minutes 2] [--seeds 0,1]
+    python benchmarks/bench_cold_start.py --data demo --parts users   # the generated data
 """
 
 from __future__ import annotations
@@ -47,9 +48,11 @@ from mirec.training import Prepared, TrainResult, data_fingerprint, train_worker
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-# Sports and Yelp (protocol B, no user profiles) run the Beauty content config unchanged.
+# Sports and Yelp (protocol B, no user profiles) run the Beauty content config unchanged; the
+# generated data (``--data demo``, planted profiles) runs the ml-100k configs unchanged.
 CONFIGS = {
     "ml-100k": ("ml100k_content", "ml100k_mail"),
+    "synthetic": ("ml100k_content", "ml100k_mail"),
     "Beauty": ("beauty_content", None),
     "Sports_and_Outdoors": ("beauty_content", None),
     "Yelp": ("beauty_content", None),
