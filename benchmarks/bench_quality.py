@@ -1,8 +1,9 @@
 """Quality benchmark: baselines and non-neural floors on real data, beside published anchors.
 
 Beauty, Sports and Yelp (S3-Rec files, protocol B leave-one-out, full ranking), ml-100k
-(RecBole files) and Yelp again (``yelp-a``) with protocol A (the ComiRec user split). Each neural model trains in its own process (``mirec train``)
-so its wall time and peak memory are its own. Writes benchmarks/results/quality_<dataset>.json
+(RecBole files) and Yelp again (``yelp-a``) with protocol A (the ComiRec user split).
+Each neural model trains in its own process (``mirec train``) so its wall time and peak
+memory are its own. Writes benchmarks/results/quality_<dataset>.json
 and .md.
 
     python benchmarks/bench_quality.py --data-root ../shared/data \\
