@@ -8,6 +8,9 @@ and .md.
 
     python benchmarks/bench_quality.py --data-root ../shared/data \\
         [--datasets beauty,sports,yelp] [--models sasrec_full] [--seeds 0,1,2]
+
+``--keep --add-seeds --seeds 1,2`` adds seeds to the rows already in the results file (each
+run keeps its own seed, config, commit and wall time).
 """
 
 from __future__ import annotations
@@ -295,6 +298,19 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def row_runs(row: dict) -> list[dict]:
+    """The per-seed runs of a results row (a one-seed row is its own run)."""
+    return list(row["runs"]) if "runs" in row else [row]
+
+
+def with_more_seeds(old: dict | None, new: list[dict]) -> dict:
+    """A row over ``old``'s runs and the ``new`` ones; a new run replaces an old one's seed."""
+    fresh = {r["seed"] for r in new}
+    kept = [r for r in row_runs(old) if r.get("seed") not in fresh] if old else []
+    runs = sorted(kept + new, key=lambda r: r["seed"])
+    return over_seeds(runs) if len(runs) > 1 else runs[0]
+
+
 def _previous(ds_key: str) -> dict[str, dict]:
     path = RESULTS / f"quality_{ds_key}.json"
     return json.loads(path.read_text())["results"] if path.exists() else {}
@@ -311,6 +327,11 @@ def main() -> int:
     )
     parser.add_argument("--out", default="runs/bench_quality", help="training run directories")
     parser.add_argument("--keep", action="store_true", help="merge into the existing results file")
+    parser.add_argument(
+        "--add-seeds",
+        action="store_true",
+        help="with --keep: add these seeds' runs to a model's row instead of replacing the row",
+    )
     parser.add_argument("--no-floors", action="store_true", help="skip popularity and ItemKNN")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds per model (mean ± std)")
     parser.add_argument(
@@ -339,7 +360,8 @@ def main() -> int:
         done = train_jobs(jobs, ds_key, data_path, args, budget)
         for model in dict.fromkeys(m for m, _ in jobs):
             runs = [r for (m, _), r in zip(jobs, done, strict=True) if m == model]
-            results[model] = over_seeds(runs) if len(runs) > 1 else runs[0]
+            previous = results.get(model) if args.add_seeds else None
+            results[model] = with_more_seeds(previous, runs)
         report = render(ds_key, results)
         print(report, flush=True)
         meta = {
