@@ -59,7 +59,7 @@ class ZeroShotConfig(_Frozen):
     # after training (mirec.training.zero_shot), on the validation users: refit the zero-shot
     # tower on the frozen ranking tower, from its co-trained state, for each share of hidden
     # profile tokens in chunks of epochs; keep the best state at 0 events, then choose the blend
-    refit_token_drops: tuple[float, ...] = (0.0, 0.5, 0.75)
+    refit_token_drops: tuple[float, ...] = (0.0, 0.5, 0.75, 0.9)
     refit_chunk_epochs: int = Field(10, ge=1)  # validated after every chunk
     refit_chunks: int = Field(5, ge=0)  # chunks per token share; 0: keep the co-trained state
     refit_lr: float = Field(2e-3, gt=0)
