@@ -58,7 +58,7 @@ MODELS = {
     "beauty": ("mimt_full", "sasrec_full_attr", "sasrec_full", "sasrec", "sasrec_attr"),
     "sports": ("mimt_full", "sasrec_full_attr"),
     "yelp": ("mimt_full", "sasrec_full_attr"),
-    "ml-100k": ("sasrec", "comirec_sa", "comirec_dr", "mind", "mimt", "remi"),
+    "ml-100k": ("sasrec", "comirec_sa", "comirec_dr", "mind", "mimt", "remi", "elcrec"),
     "yelp-a": ("sasrec", "comirec_sa", "comirec_dr", "mind", "mimt", "remi"),
 }
 # Published full-ranking anchors on the same files and protocol (shared ANCHORS.md sections 0
