@@ -295,7 +295,7 @@ def write_markdown(name: str, result: dict[str, Any], path: Path) -> None:
             f"## Cold users (mean ± std over {users['seeds']} seeds; blend weight chosen on "
             f"validation per seed: {blends})",
             "",
-            _budget(users),
+            _budget(users) + _refit_seconds(users),
             "",
         ]
         lengths = sorted(next(iter(users["rows"].values())), key=int)
@@ -326,6 +326,14 @@ def _budget(part: dict[str, Any]) -> str:
     if b.get("epochs"):
         return f"Budget per model: {b['epochs']} epochs (capped at {b['minutes']} minutes)."
     return f"Budget per model: {b.get('minutes', '?')} minutes of training (wall clock)."
+
+
+def _refit_seconds(users: dict[str, Any]) -> str:
+    """The MAIL row's refit and blend choice time, outside its training budget."""
+    secs = users.get("refit_seconds_per_seed") or {}
+    if not any(v is not None for v in secs.values()):
+        return ""
+    return f" MAIL's zero-shot refit and blend choice after that, seconds per seed: {secs}."
 
 
 def _item_summary(rows: dict[str, Any]) -> list[str]:
@@ -436,6 +444,9 @@ def main() -> None:
         result["cold_users"]["blend_per_seed"] = {s: u["blend"] for s, u in users.items()}
         result["cold_users"]["refit_per_seed"] = {
             s: u.get("refit", {}).get("chosen") for s, u in users.items()
+        }
+        result["cold_users"]["refit_seconds_per_seed"] = {
+            s: (u.get("zero_shot") or {}).get("seconds") for s, u in users.items()
         }
     result["per_seed"] = per_seed
     stem = f"cold_start_{ds.name}"

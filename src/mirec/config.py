@@ -63,6 +63,10 @@ class ZeroShotConfig(_Frozen):
     refit_chunk_epochs: int = Field(10, ge=1)  # validated after every chunk
     refit_chunks: int = Field(5, ge=0)  # chunks per token share; 0: keep the co-trained state
     refit_lr: float = Field(2e-3, gt=0)
+    # wall-clock cap of the refit (None: the whole grid; optim.max_minutes bounds the ranking
+    # tower's training, not this); chunks run round-robin over the token shares, so a cap
+    # cuts every share at about the same number of epochs
+    refit_max_minutes: float | None = Field(None, gt=0)
     blends: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75, 1.0)  # candidates; empty: keep blend
     blend_history: tuple[int, ...] = (1, 3)  # validation history lengths the blend is chosen on
 

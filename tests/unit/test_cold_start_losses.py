@@ -257,6 +257,30 @@ def test_refit_and_choose_keeps_the_best_state_and_returns_the_chosen_blend() ->
     assert choice.summary()["refit"]["chosen"] == choice.refit
 
 
+def test_refit_runs_round_robin_and_stops_at_its_cap() -> None:
+    base = ["model.name=comirec_sa", "model.dim=8", "model.num_interests=2",
+            "model.zero_shot.enabled=true", "model.zero_shot.hidden=16",
+            "model.zero_shot.refit_token_drops=[0.0, 0.5]", "model.zero_shot.refit_chunks=2",
+            "model.zero_shot.refit_chunk_epochs=2", "data.max_len=10",
+            "model.zero_shot.blends=[]", "eval.metric=recall@5"]  # fmt: skip
+    train_rows, train_profiles = _toy_cold_users(20, 0)
+    train = TrainData(train_rows[0].user_ids, train_rows[0].targets)
+    valid, valid_profiles = _toy_cold_users(10, 1)
+    full_cfg = load(None, base)
+    full_model = attach_zero_shot(full_cfg.model, build_model(full_cfg.model, 12, None, 10))
+    full = refit_and_choose(full_model, full_cfg, train, train_profiles, valid, valid_profiles)
+    assert list(full.refit_curve) == [CO_TRAINED, "drop 0.0, 2 epochs", "drop 0.5, 2 epochs",
+                                      "drop 0.0, 4 epochs", "drop 0.5, 4 epochs"]  # fmt: skip
+    assert full.summary()["refit"]["complete"] is True
+    capped_cfg = load(None, [*base, "model.zero_shot.refit_max_minutes=1e-9"])
+    model = attach_zero_shot(capped_cfg.model, build_model(capped_cfg.model, 12, None, 10))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    capped = refit_and_choose(model, capped_cfg, train, train_profiles, valid, valid_profiles)
+    assert list(capped.refit_curve) == [CO_TRAINED] and capped.refit == CO_TRAINED
+    assert capped.summary()["refit"]["complete"] is False
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
 def test_rescale_content_scales_every_content_vector_exactly() -> None:
     cfg = ContentConfig(max_attrs=2, text_tokens=2, attr_buckets=10, text_buckets=10)
     tokens = torch.tensor([[0, 0, 0, 0], [1, 2, 3, 4], [5, 0, 6, 0], [0, 0, 7, 0]])

@@ -4,9 +4,12 @@ Co-training (``mirec.objectives.mail.ZeroShotTrainer``) gives the zero-shot towe
 ranking batch, against a ranking space that keeps moving. ``refit_and_choose`` runs once the
 ranking tower is trained: from the co-trained state, for each share of hidden profile tokens in
 ``zero_shot.refit_token_drops``, ``zero_shot.refit_chunks`` chunks of
-``zero_shot.refit_chunk_epochs`` epochs of ``fit_zero_shot`` (Adam, ``zero_shot.refit_lr``).
-After every chunk the zero-shot tower is scored on the validation cold users at 0 events (their
-profile alone) by ``eval.metric``; the best state, or the co-trained one, is kept. Then the
+``zero_shot.refit_chunk_epochs`` epochs of ``fit_zero_shot`` (Adam, ``zero_shot.refit_lr``),
+round-robin over the shares (chunk 1 of every share, then chunk 2, ...). After every chunk the
+zero-shot tower is scored on the validation cold users at 0 events (their profile alone) by
+``eval.metric``; the best state, or the co-trained one, is kept. ``zero_shot.refit_max_minutes``
+caps the refit's wall clock: no chunk starts that would end past it (by the slowest chunk so
+far), and every share has then had about the same number of epochs. Then the
 blend weight is chosen among ``zero_shot.blends`` by the mean of the same metric at
 ``zero_shot.blend_history`` events. Only the zero-shot tower changes; the chosen blend is
 returned in a copy of the config, which is what the bundle saves and serving reads.
@@ -57,6 +60,7 @@ class ZeroShotChoice:
         blend: the chosen weight.
         blend_curve: every candidate weight's mean validation metric at ``blend_history``.
         seconds: wall time of the refit and the choice.
+        refit_complete: False when ``zero_shot.refit_max_minutes`` cut the grid short.
     """
 
     cfg: TrainConfig
@@ -69,6 +73,7 @@ class ZeroShotChoice:
     blend: float
     blend_curve: dict[str, float]
     seconds: float
+    refit_complete: bool = True
 
     def summary(self) -> dict[str, Any]:
         """The choice as JSON-ready values (``result.json``, the bundle's ``extra``)."""
@@ -79,6 +84,7 @@ class ZeroShotChoice:
                 "chosen": self.refit,
                 "token_drop": self.token_drop,
                 "epochs": self.refit_epochs,
+                "complete": self.refit_complete,
                 f"valid_h0_{self.metric}": self.refit_curve,
             },
             "blend": self.blend,
@@ -132,7 +138,7 @@ def _refit(
     train_profiles: torch.Tensor,
     data: EvalData,
     profiles: torch.Tensor,
-) -> tuple[str, tuple[float, int], dict[str, float]]:
+) -> tuple[str, tuple[float, int], dict[str, float], bool]:
     """Refit the zero-shot tower over the grid; leave the best state at 0 events in it.
 
     Args:
@@ -144,7 +150,8 @@ def _refit(
 
     Returns:
         (the kept state's key, its (token share, epochs), every state's validation metric by
-        key); the co-trained state is ``(CO_TRAINED, (0.0, 0), ...)``.
+        key, whether the whole grid ran); the co-trained state is ``(CO_TRAINED, (0.0, 0),
+        ...)``.
     """
     zs = cfg.model.zero_shot
     tower = zero_shot_tower(model)
@@ -152,23 +159,54 @@ def _refit(
     co_trained = copy.deepcopy(tower.state_dict())
     curve = {CO_TRAINED: _score(model, cfg, data, profiles)}
     best_key, best_state, best_at = CO_TRAINED, co_trained, (0.0, 0)
-    for drop in zs.refit_token_drops if zs.refit_chunks else ():
-        tower.load_state_dict(co_trained)
-        for chunk in range(1, zs.refit_chunks + 1):
-            epochs = zs.refit_chunk_epochs
-            seed = cfg.seed + chunk
-            fit_zero_shot(
-                model, tower, seqs, train_profiles, cfg.data.max_len, epochs, zs.refit_lr, seed,
-                token_drop=drop,
+    states = dict.fromkeys(zs.refit_token_drops, co_trained)
+    clock = _RefitClock(zs.refit_max_minutes)
+    for chunk, drop in _grid(zs.refit_token_drops, zs.refit_chunks):
+        if not clock.room():
+            log.info(
+                "zero-shot refit: the %.1f-minute cap ends the grid before drop %s chunk %d",
+                zs.refit_max_minutes, drop, chunk,
             )  # fmt: skip
-            key = refit_key(drop, chunk * epochs)
-            curve[key] = _score(model, cfg, data, profiles)
-            log.info("zero-shot refit %s: valid h=0 %s %.4f", key, cfg.eval.metric, curve[key])
-            if curve[key] > curve[best_key]:
-                best_key, best_state = key, copy.deepcopy(tower.state_dict())
-                best_at = (float(drop), chunk * epochs)
+            break
+        tower.load_state_dict(states[drop])
+        epochs = zs.refit_chunk_epochs
+        fit_zero_shot(
+            model, tower, seqs, train_profiles, cfg.data.max_len, epochs, zs.refit_lr,
+            cfg.seed + chunk, token_drop=drop,
+        )  # fmt: skip
+        states[drop] = copy.deepcopy(tower.state_dict())
+        key = refit_key(drop, chunk * epochs)
+        curve[key] = _score(model, cfg, data, profiles)
+        clock.lap()
+        log.info("zero-shot refit %s: valid h=0 %s %.4f", key, cfg.eval.metric, curve[key])
+        if curve[key] > curve[best_key]:
+            best_key, best_state, best_at = key, states[drop], (float(drop), chunk * epochs)
     tower.load_state_dict(best_state)
-    return best_key, best_at, curve
+    complete = len(curve) == 1 + len(zs.refit_token_drops) * zs.refit_chunks
+    return best_key, best_at, curve, complete
+
+
+def _grid(drops: tuple[float, ...], chunks: int) -> list[tuple[int, float]]:
+    """(chunk, token share) in refit order: chunk 1 of every share, then chunk 2, ..."""
+    return [(chunk, drop) for chunk in range(1, chunks + 1) for drop in drops]
+
+
+class _RefitClock:
+    """The refit's wall clock against ``zero_shot.refit_max_minutes`` (None: no cap)."""
+
+    def __init__(self, max_minutes: float | None) -> None:
+        self.started = self.last = time.perf_counter()
+        self.deadline = None if max_minutes is None else self.started + 60 * max_minutes
+        self.slowest = 0.0
+
+    def lap(self) -> None:
+        """One chunk (fit and score) ended."""
+        now = time.perf_counter()
+        self.slowest, self.last = max(self.slowest, now - self.last), now
+
+    def room(self) -> bool:
+        """Whether another chunk, as slow as the slowest so far, ends before the cap."""
+        return self.deadline is None or time.perf_counter() + self.slowest <= self.deadline
 
 
 def _choose_blend(
@@ -218,11 +256,11 @@ def refit_and_choose(
     started = time.perf_counter()
     profiles = torch.from_numpy(np.asarray(valid_profiles, dtype=np.int64))
     rows = torch.from_numpy(np.asarray(train_profiles, dtype=np.int64))
-    key, (drop, epochs), curve = _refit(model, cfg, train, rows, valid[0], profiles)
+    key, (drop, epochs), curve, complete = _refit(model, cfg, train, rows, valid[0], profiles)
     blend, blend_curve = _choose_blend(model, cfg, valid, profiles)
     choice = ZeroShotChoice(
         with_blend(cfg, blend), cfg.eval.metric, len(valid[0]), key, curve, drop, epochs,
-        blend, blend_curve, time.perf_counter() - started,
+        blend, blend_curve, time.perf_counter() - started, complete,
     )  # fmt: skip
     log.info(
         "zero-shot tower: kept %s (valid h=0 %s %.4f, co-trained %.4f), blend %.2f; %.0f s",
