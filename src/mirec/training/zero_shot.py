@@ -160,16 +160,16 @@ def _refit(
     curve = {CO_TRAINED: _score(model, cfg, data, profiles)}
     best_key, best_state, best_at = CO_TRAINED, co_trained, (0.0, 0)
     states = dict.fromkeys(zs.refit_token_drops, co_trained)
-    clock = _RefitClock(zs.refit_max_minutes)
+    clock, complete, epochs = _RefitClock(zs.refit_max_minutes), True, zs.refit_chunk_epochs
     for chunk, drop in _grid(zs.refit_token_drops, zs.refit_chunks):
         if not clock.room():
+            complete = False
             log.info(
                 "zero-shot refit: the %.1f-minute cap ends the grid before drop %s chunk %d",
                 zs.refit_max_minutes, drop, chunk,
             )  # fmt: skip
             break
         tower.load_state_dict(states[drop])
-        epochs = zs.refit_chunk_epochs
         fit_zero_shot(
             model, tower, seqs, train_profiles, cfg.data.max_len, epochs, zs.refit_lr,
             cfg.seed + chunk, token_drop=drop,
@@ -182,7 +182,6 @@ def _refit(
         if curve[key] > curve[best_key]:
             best_key, best_state, best_at = key, states[drop], (float(drop), chunk * epochs)
     tower.load_state_dict(best_state)
-    complete = len(curve) == 1 + len(zs.refit_token_drops) * zs.refit_chunks
     return best_key, best_at, curve, complete
 
 
@@ -195,8 +194,8 @@ class _RefitClock:
     """The refit's wall clock against ``zero_shot.refit_max_minutes`` (None: no cap)."""
 
     def __init__(self, max_minutes: float | None) -> None:
-        self.started = self.last = time.perf_counter()
-        self.deadline = None if max_minutes is None else self.started + 60 * max_minutes
+        self.last = time.perf_counter()
+        self.deadline = None if max_minutes is None else self.last + 60 * max_minutes
         self.slowest = 0.0
 
     def lap(self) -> None:
