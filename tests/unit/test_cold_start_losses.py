@@ -26,6 +26,7 @@ from mirec.models.cold_start import attach_zero_shot, zero_shot_tower
 from mirec.models.content_tower import ContentItemTower
 from mirec.models.mail import ZeroShotTower, blend_interests
 from mirec.objectives.mail import (
+    RefitTargets,
     fit_zero_shot,
     multi_hot,
     user_rank_loss,
@@ -217,7 +218,8 @@ def test_zero_shot_refit_changes_only_the_zero_shot_tower() -> None:
     ranking = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("zero")}
     seqs = [torch.tensor([1, 2, 3]), torch.tensor([4, 5]), torch.tensor([6, 7, 8, 9])]
     profiles = torch.tensor([[1, 2], [3, 0], [1, 4]])
-    losses = fit_zero_shot(model, tower, seqs, profiles, 10, epochs=30, lr=1e-2)
+    targets = RefitTargets.of(model, seqs, 10)
+    losses = fit_zero_shot(tower, targets, profiles, epochs=30, lr=1e-2)
     assert losses[-1] < losses[0]
     for k, v in model.state_dict().items():
         if k in ranking:

@@ -16,6 +16,8 @@ tower's space and never back-propagates into it (MAIL's two train ops).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -175,33 +177,49 @@ def user_rank_loss(
     return -(logp.sum(1) / items.sum(1).clamp(min=1)).mean()
 
 
-@torch.no_grad()
-def _user_rows(
-    model: TwoTower, sequences: list[torch.Tensor], max_len: int, batch_size: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The frozen ranking tower's interest vectors of every user's whole sequence [U, K, D],
-    and the multi-hot of their items [U, N+1]."""
-    num_rows = int(model.item_vectors().shape[0])
-    vecs, hot = [], torch.zeros(len(sequences), num_rows)
-    for lo in range(0, len(sequences), batch_size):
-        chunk = sequences[lo : lo + batch_size]
-        hist = pad_left([s.numpy() for s in chunk], max_len)
-        batch = SeqBatch(
-            hist, (hist != PAD_ITEM_ID).sum(1), torch.zeros(len(chunk), dtype=torch.long)
-        )
-        vecs.append(model.user_vectors(batch))
-    for row, seq in enumerate(sequences):
-        hot[row, seq] = 1.0
-    hot[:, PAD_ITEM_ID] = 0.0
-    return torch.cat(vecs), hot
+@dataclass(frozen=True)
+class RefitTargets:
+    """What the zero-shot refit fits against: the frozen ranking tower, read once.
+
+    The ranking tower does not change while the zero-shot tower is refitted, so its vectors
+    are computed once per refit, not once per chunk of epochs.
+
+    Attributes:
+        user_vecs: Tensor [U, K, D] its interest vectors of every training user's whole sequence.
+        hot: float [U, N+1] the multi-hot of each user's items (PAD column 0).
+        item_vecs: Tensor [N+1, D] its item vectors.
+    """
+
+    user_vecs: torch.Tensor
+    hot: torch.Tensor
+    item_vecs: torch.Tensor
+
+    @classmethod
+    @torch.no_grad()
+    def of(
+        cls, model: TwoTower, sequences: list[torch.Tensor], max_len: int, batch_size: int = 256
+    ) -> RefitTargets:
+        """Read the trained model (put in evaluation mode) on the training users' sequences."""
+        model.eval()
+        item_vecs = model.item_vectors()
+        vecs, hot = [], torch.zeros(len(sequences), int(item_vecs.shape[0]))
+        for lo in range(0, len(sequences), batch_size):
+            chunk = sequences[lo : lo + batch_size]
+            hist = pad_left([s.numpy() for s in chunk], max_len)
+            batch = SeqBatch(
+                hist, (hist != PAD_ITEM_ID).sum(1), torch.zeros(len(chunk), dtype=torch.long)
+            )
+            vecs.append(model.user_vectors(batch))
+        for row, seq in enumerate(sequences):
+            hot[row, seq] = 1.0
+        hot[:, PAD_ITEM_ID] = 0.0
+        return cls(torch.cat(vecs), hot, item_vecs)
 
 
 def fit_zero_shot(
-    model: TwoTower,
     tower: ZeroShotTower,
-    sequences: list[torch.Tensor],
+    targets: RefitTargets,
     profiles: torch.Tensor,
-    max_len: int,
     epochs: int,
     lr: float,
     seed: int = 0,
@@ -214,15 +232,13 @@ def fit_zero_shot(
     that keeps moving; this refit aligns it with the space that is served. Each row is a
     training user: x_b = the ranking tower's vectors of their whole sequence (no gradient:
     MAIL's stop-gradient), L_rank over all of their items (``user_rank_loss``) in place of the
-    next item. Only the zero-shot tower changes; call it in chunks of epochs and keep the best
-    on validation.
+    next item. Only the zero-shot tower changes; call it in chunks of epochs on the same
+    ``targets`` and keep the best on validation.
 
     Args:
-        model: the trained TwoTower (evaluation mode during the fit).
-        tower: its zero-shot tower.
-        sequences: the training users' sequences (LongTensor each), aligned with ``profiles``.
+        tower: the trained model's zero-shot tower.
+        targets: ``RefitTargets.of`` the trained model, rows aligned with ``profiles``.
         profiles: LongTensor [U, P] hashed profiles.
-        max_len: history window of the ranking tower.
         epochs, lr, seed, batch_size: the fit's schedule (Adam).
         token_drop: share of each row's profile tokens hidden in every step (the partial and
             the empty profile then decode too: a learned back-off, as demographic popularity
@@ -231,19 +247,16 @@ def fit_zero_shot(
     Returns:
         The mean loss of every epoch.
     """
-    model.eval()
-    user_vecs, hot = _user_rows(model, sequences, max_len, batch_size)
-    with torch.no_grad():
-        item_vecs = model.item_vectors()
     opt = torch.optim.Adam(tower.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     width = tower.cfg.profile_buckets + 1
+    user_vecs, num_users = targets.user_vecs, int(targets.user_vecs.shape[0])
     losses = []
     tower.train()
     for _ in range(epochs):
-        order = torch.randperm(len(sequences), generator=generator)
+        order = torch.randperm(num_users, generator=generator)
         total = 0.0
-        for lo in range(0, len(order), batch_size):
+        for lo in range(0, num_users, batch_size):
             rows = order[lo : lo + batch_size]
             tokens = profiles[rows]
             if token_drop > 0:  # a profile seen in part must still decode (back-off)
@@ -259,11 +272,11 @@ def fit_zero_shot(
                 (tower.decode_profile(z_s), tower.decode_profile(z_b)),
                 multi_hot(tokens, width),
             )
-            loss = terms.total + user_rank_loss(virtual, item_vecs, hot[rows])
+            loss = terms.total + user_rank_loss(virtual, targets.item_vecs, targets.hot[rows])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(rows)
-        losses.append(total / max(len(sequences), 1))
+        losses.append(total / max(num_users, 1))
     tower.eval()
     return losses

@@ -37,7 +37,7 @@ from mirec.evaluate import evaluate_scorer
 from mirec.models.cold_start import ZERO_SHOT, ZeroShotScorer, zero_shot_tower
 from mirec.models.mail import ZeroShotTower
 from mirec.models.two_tower import TwoTower
-from mirec.objectives.mail import fit_zero_shot
+from mirec.objectives.mail import RefitTargets, fit_zero_shot
 from mirec.training.prepare import Prepared
 
 log = logging.getLogger(__name__)
@@ -156,6 +156,7 @@ def _refit(
     zs = cfg.model.zero_shot
     tower = zero_shot_tower(model)
     seqs = [torch.from_numpy(s) for s in train.sequences]
+    targets = RefitTargets.of(model, seqs, cfg.data.max_len)  # the frozen tower, read once
     co_trained = copy.deepcopy(tower.state_dict())
     curve = {CO_TRAINED: _score(model, cfg, data, profiles)}
     best_key, best_state, best_at = CO_TRAINED, co_trained, (0.0, 0)
@@ -171,8 +172,8 @@ def _refit(
             break
         tower.load_state_dict(states[drop])
         fit_zero_shot(
-            model, tower, seqs, train_profiles, cfg.data.max_len, epochs, zs.refit_lr,
-            cfg.seed + chunk, token_drop=drop,
+            tower, targets, train_profiles, epochs, zs.refit_lr, cfg.seed + chunk,
+            token_drop=drop,
         )  # fmt: skip
         states[drop] = copy.deepcopy(tower.state_dict())
         key = refit_key(drop, chunk * epochs)
