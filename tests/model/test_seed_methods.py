@@ -11,7 +11,7 @@ from mirec.bundle import ModelBundle
 from mirec.config import load
 from mirec.data.batches import SeqBatch, pad_left
 from mirec.data.synthetic import generate
-from mirec.models.intents import user_intents
+from mirec.models.intents import intent_centres, user_intents
 from mirec.training import train
 
 BASE = [
@@ -80,31 +80,52 @@ def test_routing_regularisation_raises_routing_entropy(planted, tmp_path) -> Non
     assert rr["diag/routing_max_weight"] < plain["diag/routing_max_weight"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="measured purity 0.29 (chance 0.25): ELCRec's loss moves the centres only through "
-    "their sum (docs/methods.md), so they stay where k-means put them on untrained vectors",
-)
-def test_intent_centres_recover_planted_user_groups(tmp_path) -> None:
-    data = generate(
+def _planted_groups():
+    return generate(
         num_users=400, num_items=150, num_clusters=4, interests_per_user=(1, 1), mean_len=15, seed=5
     )
-    overrides = [
-        "model.name=sasrec",
-        "model.num_intents=4",
-        "loss.auxiliary.clustering=1",
-        "loss.intents.warmup_epochs=0",
-        "optim.max_epochs=4",
-    ]
-    result = train(load(None, BASE + overrides), data, tmp_path / "elc", progress=False)
-    bundle = ModelBundle.load(result.bundle_dir)
+
+
+def _purity(bundle: ModelBundle, data) -> float:
+    """The share of users whose intent's majority planted cluster is their own."""
     seqs = data.events.groupby("user_id")["item_id"].apply(list)
     users = list(data.planted["user_clusters"])
     hist = pad_left([bundle.vocab.encode(seqs[u]) for u in users], 50)
     ids = user_intents(
         bundle.model, SeqBatch(hist, (hist != 0).sum(1), torch.zeros(len(users)).long())
-    )
+    ).numpy()
     planted = np.array([data.planted["user_clusters"][u][0] for u in users])
-    # purity: the share of users whose intent's majority planted cluster is their own
-    purity = sum(np.bincount(planted[ids.numpy() == k]).max() for k in set(ids.tolist()))
-    assert purity / len(users) > 0.6  # chance is ~0.25 for 4 balanced clusters
+    return sum(np.bincount(planted[ids == k]).max() for k in set(ids.tolist())) / len(users)
+
+
+def test_intent_centres_recover_planted_user_groups(tmp_path) -> None:
+    """ELCRec with mirec's one-epoch warm-up before the k-means start and the paper's Yelp
+    weight 0.1. Measured over training seeds 0, 1, 2: purity .750, .968, .580 (k-means on the
+    same trained vectors without the term: .830, .978, .555; at weight 1 no epoch after the
+    start beats epoch 0 on validation; docs/methods.md)."""
+    data = _planted_groups()
+    overrides = [
+        "model.name=sasrec",
+        "model.num_intents=4",
+        "loss.auxiliary.clustering=0.1",
+        "loss.intents.warmup_epochs=1",
+        "optim.max_epochs=4",
+    ]
+    result = train(load(None, BASE + overrides), data, tmp_path / "elc", progress=False)
+    assert result.best_epoch >= 1  # the kept weights trained with the clustering term
+    assert _purity(ModelBundle.load(result.bundle_dir), data) > 0.6  # chance is ~0.25
+
+
+def test_centres_start_on_the_kept_weights_when_the_warm_up_outlasts_training(tmp_path) -> None:
+    data = _planted_groups()
+    overrides = [
+        "model.name=sasrec",
+        "model.num_intents=4",
+        "loss.auxiliary.clustering=1",
+        "loss.intents.warmup_epochs=5",
+        "optim.max_epochs=1",
+    ]
+    result = train(load(None, BASE + overrides), data, tmp_path / "late", progress=False)
+    assert "diag/intents_used" not in result.history[-1]  # never started during training
+    centres = intent_centres(ModelBundle.load(result.bundle_dir).model)
+    assert centres is not None and centres.ready

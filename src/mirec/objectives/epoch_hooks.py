@@ -3,7 +3,8 @@
 ``before_epoch`` starts ELCRec's intent centres: once ``loss.intents.warmup_epochs`` epochs have
 trained, the centres are set to the spherical k-means centres of every training user's
 behaviour vector (a no-op for models without centres and once set; the flag is in the state
-dict, so a resumed run does not redo it). ``epoch_diagnostics`` measures, on up to
+dict, so a resumed run does not redo it); ``start_centres`` does the same on the kept weights
+when the best epoch predates that start. ``epoch_diagnostics`` measures, on up to
 ``DIAGNOSTIC_USERS`` validation users, what the methods are meant to change: interest diversity
 (mean pairwise cosine of a user's K vectors), routing collapse (entropy and max weight of the
 routing rows) and how users spread over the intents.
@@ -30,31 +31,46 @@ DIAGNOSTIC_USERS = 2048
 BATCH = 512
 
 
-def _history_batches(histories: list[np.ndarray], max_len: int) -> Iterator[SeqBatch]:
+def _history_batches(
+    histories: list[np.ndarray], max_len: int, device: torch.device
+) -> Iterator[SeqBatch]:
+    """Left-padded histories in batches of ``BATCH``, on the model's ``device``."""
     for lo in range(0, len(histories), BATCH):
-        hist = pad_left(histories[lo : lo + BATCH], max_len)
-        yield SeqBatch(hist, (hist != 0).sum(1), torch.zeros(hist.shape[0], dtype=torch.long))
+        hist = pad_left(histories[lo : lo + BATCH], max_len).to(device)
+        yield SeqBatch(hist, (hist != 0).sum(1), torch.zeros_like(hist[:, 0]))
+
+
+def _device(model: TwoTower) -> torch.device:
+    return next(model.parameters()).device
 
 
 @torch.no_grad()
 def before_epoch(model: TwoTower, cfg: TrainConfig, split: Split, epoch: int) -> None:
     """Initialise the intent centres by k-means when their warm-up has just ended."""
+    if epoch >= cfg.loss.intents.warmup_epochs:
+        start_centres(model, cfg, split, f"at epoch {epoch}")
+
+
+@torch.no_grad()
+def start_centres(model: TwoTower, cfg: TrainConfig, split: Split, when: str) -> None:
+    """Set unset intent centres to the k-means centres of the training users' behaviour vectors.
+
+    A no-op without centres or once they are set. The loop also calls it on the kept weights
+    after training: when the best epoch came before the warm-up ended, the exported centres
+    still group users (by the kept model's vectors) instead of being unset.
+    """
     centres = intent_centres(model)
-    if centres is None or centres.ready or epoch < cfg.loss.intents.warmup_epochs:
+    if centres is None or centres.ready:
         return
     was_training = model.training
     model.eval()
     vecs = [
         behaviour_vectors(model.user_vectors(b))
-        for b in _history_batches(list(split.train.sequences), split.max_len)
+        for b in _history_batches(list(split.train.sequences), split.max_len, _device(model))
     ]
     model.train(was_training)
     centres.initialise(torch.cat(vecs), torch.Generator().manual_seed(cfg.seed))
-    log.info(
-        "intent centres: k-means over %d training users at epoch %d",
-        len(split.train.sequences),
-        epoch,
-    )
+    log.info("intent centres: k-means over %d training users %s", len(split.train.sequences), when)
 
 
 @torch.no_grad()
@@ -69,7 +85,7 @@ def epoch_diagnostics(model: TwoTower, cfg: TrainConfig, split: Split) -> dict[s
     model.eval()
     histories = list(split.valid.histories[:DIAGNOSTIC_USERS])
     cosines, routing, intents = [], [], []
-    for batch in _history_batches(histories, split.max_len):
+    for batch in _history_batches(histories, split.max_len, _device(model)):
         vecs = model.user_vectors(batch)
         if vecs.shape[1] > 1:
             cosines.append(interest_cosines(vecs).mean(1))

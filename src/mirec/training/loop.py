@@ -41,7 +41,7 @@ from mirec.models.baselines import FLOOR_MODELS, fit_floor
 from mirec.models.two_tower import TwoTower
 from mirec.objectives import compute_loss, resolve_matmul_dtype
 from mirec.objectives.cold_start import prepare_cold_start
-from mirec.objectives.epoch_hooks import before_epoch, epoch_diagnostics
+from mirec.objectives.epoch_hooks import before_epoch, epoch_diagnostics, start_centres
 from mirec.training.device import (
     DeviceScorer,
     move_batch,
@@ -489,6 +489,7 @@ def _finish(
     """
     if st.best_state is not None:
         model.load_state_dict(st.best_state)
+    start_centres(model, cfg, prep.split, "on the kept weights (best epoch before the start)")
     model.eval()
     metrics: dict[str, float] = {}
     choice = None
